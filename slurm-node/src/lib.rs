@@ -1,0 +1,12 @@
+//! The compute node's view of Slurm, with no libslurm.
+//!
+//! Every module takes its roots (config dir, spool dir, `/proc`,
+//! `/sys/fs/cgroup`) as parameters so tests run on fake trees.
+
+pub mod cgroup;
+pub mod conf;
+pub mod hostlist;
+pub mod nodename;
+pub mod select;
+pub mod spool;
+pub mod stepd;

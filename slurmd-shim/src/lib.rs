@@ -1,0 +1,1 @@
+//! Test double for slurmd and slurmstepd.
