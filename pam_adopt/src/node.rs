@@ -1,0 +1,247 @@
+//! This node as the module sees it: which Slurm node it is, which extern
+//! steps belong to the user, and how a process joins one of them.
+//!
+//! Shared by the PAM module and `adoptctl check`, so the dry run shows
+//! exactly what a login would see.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use slurm_node::cgroup::{CgroupError, CgroupFs};
+use slurm_node::conf::{ConfError, NodeEntry, SlurmConf};
+use slurm_node::nodename;
+use slurm_node::select::Candidate;
+use slurm_node::spool::{self, SkipReason, SpoolError, StepSocket};
+use slurm_node::stepd::{NamespaceFd, StepdClient, StepdError, X11Display};
+
+use crate::options::{AdoptVia, Options};
+
+const PROC_ROOT: &str = "/proc";
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// No single stepd may use up the whole login budget: a hung stepd of some
+/// other user must not deny everyone else on the node.
+const MIN_STEP_BUDGET: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    #[error("cannot read this host's name: {0}")]
+    Hostname(String),
+    #[error("no NodeName in {conf} matches host name '{hostname}'; set nodename= in the PAM line")]
+    UnknownNode { conf: PathBuf, hostname: String },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error(transparent)]
+    Stepd(#[from] StepdError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("no extern-step cgroup of job {job_id} found under {root}")]
+    NoCgroup { job_id: u32, root: PathBuf },
+    #[error("setns(type {nstype:#x}) into job {job_id}'s namespace failed: {source}")]
+    Setns {
+        job_id: u32,
+        nstype: i32,
+        source: nix::Error,
+    },
+}
+
+/// The local Slurm node: its config, name and spool directory.
+#[derive(Debug)]
+pub struct NodeView {
+    pub conf: SlurmConf,
+    pub node: NodeEntry,
+    pub spool_dir: PathBuf,
+    /// Owners a stepd socket may have: root and SlurmUser.
+    pub trusted_uids: Vec<u32>,
+}
+
+impl NodeView {
+    pub fn load(opts: &Options) -> Result<NodeView, NodeError> {
+        let conf = SlurmConf::load(&opts.conf)?;
+        let node = match &opts.nodename {
+            Some(name) => conf.node(name).cloned().unwrap_or_else(|| NodeEntry {
+                // Dynamic nodes are not listed in slurm.conf; the name the
+                // admin gave is all the spool lookup needs.
+                name: name.clone(),
+                hostname: name.clone(),
+                addr: name.clone(),
+                port: None,
+            }),
+            None => {
+                let hostname =
+                    nodename::local_hostname().map_err(|e| NodeError::Hostname(e.to_string()))?;
+                nodename::resolve(&conf, &hostname)
+                    .cloned()
+                    .ok_or_else(|| NodeError::UnknownNode {
+                        conf: opts.conf.clone(),
+                        hostname,
+                    })?
+            }
+        };
+        let spool_dir = conf.spool_dir(&node);
+        let mut trusted_uids = vec![0];
+        if let Ok(Some(user)) = nix::unistd::User::from_name(&conf.slurm_user) {
+            if user.uid.as_raw() != 0 {
+                trusted_uids.push(user.uid.as_raw());
+            }
+        }
+        Ok(NodeView {
+            conf,
+            node,
+            spool_dir,
+            trusted_uids,
+        })
+    }
+}
+
+/// One of the user's jobs, with the stepd connection kept open so the
+/// adoption needs no second connect and handshake.
+#[derive(Debug)]
+pub struct UserJob {
+    pub socket: StepSocket,
+    pub client: StepdClient,
+}
+
+impl UserJob {
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            job_id: self.socket.job_id,
+            started: self.socket.ctime,
+        }
+    }
+}
+
+/// What a scan of the spool directory found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub mine: Vec<UserJob>,
+    /// Extern steps of other users.
+    pub others: usize,
+    pub unreachable: Vec<(PathBuf, StepdError)>,
+    pub skipped: Vec<(PathBuf, SkipReason)>,
+}
+
+impl Scan {
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.mine.iter().map(UserJob::candidate).collect()
+    }
+}
+
+/// Ask every extern stepd on the node who owns it, keeping `uid`'s.
+pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Scan, NodeError> {
+    let listing = spool::list_steps(&view.spool_dir, &view.node.name, &view.trusted_uids)?;
+    let mut scan = Scan {
+        skipped: listing.skipped,
+        ..Scan::default()
+    };
+    for socket in listing
+        .steps
+        .into_iter()
+        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
+    {
+        let step_deadline = step_deadline(deadline);
+        let owner = StepdClient::connect(&socket.path, step_deadline).and_then(|mut client| {
+            let uid = client.step_uid()?;
+            Ok((uid, client))
+        });
+        match owner {
+            Ok((owner, client)) if owner == uid => scan.mine.push(UserJob { socket, client }),
+            Ok(_) => scan.others += 1,
+            Err(e) => scan.unreachable.push((socket.path.clone(), e)),
+        }
+    }
+    Ok(scan)
+}
+
+/// A share of what is left of the login budget for one stepd.
+fn step_deadline(deadline: Instant) -> Instant {
+    let now = Instant::now();
+    let left = deadline.saturating_duration_since(now);
+    now + (left / 4).max(MIN_STEP_BUDGET).min(left)
+}
+
+/// What the adoption did, for the PAM environment and the log.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    pub via: &'static str,
+    pub x11: Option<X11Display>,
+    pub namespaces_joined: usize,
+}
+
+/// Put `pid` into `job`'s extern step, then fetch its X11 display and join
+/// its namespaces as the options ask.
+pub fn adopt(
+    job: &mut UserJob,
+    uid: u32,
+    pid: i32,
+    view: &NodeView,
+    opts: &Options,
+) -> Result<Adopted, AdoptError> {
+    let job_id = job.socket.job_id;
+    let via = match opts.adopt_via {
+        AdoptVia::Stepd => {
+            job.client.add_extern_pid(pid)?;
+            "stepd"
+        }
+        AdoptVia::Cgroup => {
+            attach_by_cgroup(view, uid, job_id, pid)?;
+            "cgroup"
+        }
+        AdoptVia::Auto => match job.client.add_extern_pid(pid) {
+            Ok(()) => "stepd",
+            Err(_) => {
+                // The stepd connection is unusable after a failed request.
+                attach_by_cgroup(view, uid, job_id, pid)?;
+                job.client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
+                "cgroup"
+            }
+        },
+    };
+    let mut adopted = Adopted {
+        via,
+        ..Adopted::default()
+    };
+    if !opts.disable_x11 {
+        let x11 = job.client.x11_display()?;
+        if x11.display != 0 {
+            adopted.x11 = Some(x11);
+        }
+    }
+    if opts.join_container {
+        let fds = job.client.namespace_fds()?;
+        adopted.namespaces_joined = join_namespaces(job_id, fds)?;
+    }
+    Ok(adopted)
+}
+
+fn attach_by_cgroup(view: &NodeView, uid: u32, job_id: u32, pid: i32) -> Result<(), AdoptError> {
+    let root = view.conf.cgroup.mountpoint.clone();
+    let fs = CgroupFs::detect(&root, Path::new(MOUNTINFO))?;
+    let dirs = fs.extern_step_dirs(Path::new(PROC_ROOT), &view.node.name, uid, job_id);
+    if dirs.is_empty() {
+        return Err(AdoptError::NoCgroup { job_id, root });
+    }
+    fs.attach_pid(&dirs, pid)?;
+    Ok(())
+}
+
+/// setns in the order the stepd sent them (it puts the mount namespace
+/// last, after pid and user); each fd is closed when dropped.
+fn join_namespaces(job_id: u32, fds: Vec<NamespaceFd>) -> Result<usize, AdoptError> {
+    let mut joined = 0;
+    for ns in fds {
+        let flags = nix::sched::CloneFlags::from_bits_retain(ns.nstype);
+        nix::sched::setns(&ns.fd, flags).map_err(|source| AdoptError::Setns {
+            job_id,
+            nstype: ns.nstype,
+            source,
+        })?;
+        joined += 1;
+    }
+    Ok(joined)
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The one test command: installs what it needs, then runs every tier.
+#   tier 1: fmt, clippy, cargo test --workspace (unit, shim, module under pam_wrapper)
+#   tier 2: real Slurm on this host (slurmctld, slurmd, munge, sshd) with
+#           ssh logins through the real PAM stack, parity with Debian's
+#           pam_slurm_adopt.so, and the PAM transaction benchmark
+# Must run as root on Debian 12: tier 2 starts daemons and adds test users.
+set -euo pipefail
+
+export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "run-all: must run as root (tier 2 installs Slurm, starts daemons and creates test users)" >&2
+    exit 1
+fi
+
+declare -a stage_names=() stage_secs=()
+stage() {
+    local name=$1; shift
+    local t0=$SECONDS
+    echo "=== ${name}"
+    "$@"
+    stage_names+=("$name"); stage_secs+=($((SECONDS - t0)))
+}
+
+tier1() {
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+    cargo build --workspace --quiet
+    cargo test --workspace
+}
+
+stage "install build dependencies" tests/scripts/install-build-deps.sh
+stage "tier 1: fmt, clippy, cargo test" tier1
+stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
+stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests
+stage "tier 2: ssh logins through the real PAM stack" tests/real-slurm/run.sh
+stage "tier 2: benchmark" tests/real-slurm/bench.sh
+
+echo "=== stage times"
+for i in "${!stage_names[@]}"; do
+    printf '%6ss  %s\n' "${stage_secs[$i]}" "${stage_names[$i]}"
+done

@@ -1,0 +1,411 @@
+//! The built pam_adopt.so loaded by a real libpam under pam_wrapper
+//! (no root, no /etc/pam.d changes), talking to the slurmd shim's stepd
+//! sockets in a temp spool dir.
+//!
+//! Needs Debian's libpam-wrapper; the README's test command installs it.
+//! A missing library is a failure, not a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use slurmd_shim::stepd::{FakeStep, Fault, StepdShim};
+
+const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
+const PAM_PERMIT: &str = "/lib/x86_64-linux-gnu/security/pam_permit.so";
+const NODE: &str = "n1";
+/// A user every Debian system has, so the module's getpwnam succeeds.
+const USER: &str = "nobody";
+const USER_UID: u32 = 65534;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The module as cargo builds it. `cargo test` does not build cdylibs, so
+/// build it once here; a stale .so would test old code.
+fn module_path() -> &'static Path {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "pam_adopt", "--lib"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build for pam_adopt");
+        assert!(status.success(), "building pam_adopt.so failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        let so = target.join("debug/libpam_adopt.so");
+        assert!(so.exists(), "{} missing after build", so.display());
+        so
+    })
+}
+
+fn current_user_name() -> String {
+    let uid = nix_uid();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| "root".to_owned())
+}
+
+fn nix_uid() -> u32 {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+/// A temp node: slurm.conf, spool dir, PAM service dir.
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).expect("spool dir");
+        std::fs::create_dir(dir.path().join("pam.d")).expect("pam.d");
+        // SlurmUser is whoever runs the tests, so the temp spool dir they
+        // own counts as trusted, as /var/spool/slurmd does on a real node.
+        let conf = format!(
+            "ClusterName=test\nSlurmctldHost=ctl\nSlurmUser={}\nSlurmdSpoolDir={}\nNodeName={NODE} CPUs=1\n",
+            current_user_name(),
+            spool.display()
+        );
+        std::fs::write(dir.path().join("slurm.conf"), conf).expect("slurm.conf");
+        Node { dir }
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("slurm.conf")
+    }
+
+    fn shim(&self, steps: Vec<FakeStep>) -> StepdShim {
+        StepdShim::start(&self.spool(), NODE, steps).expect("start stepd shim")
+    }
+
+    /// Write the `sshd` service: our module with `args`, then pam_permit,
+    /// so PAM_IGNORE from the module lets pam_permit decide.
+    fn service(&self, name: &str, args: &str) {
+        let text = format!(
+            "account required {} conf={} nodename={NODE} {args}\naccount required {PAM_PERMIT}\n",
+            module_path().display(),
+            self.conf().display()
+        );
+        std::fs::write(self.dir.path().join("pam.d").join(name), text).expect("service file");
+    }
+
+    fn probe(&self, service: &str, user: &str) -> Probe {
+        self.probe_env(service, user, &[])
+    }
+
+    fn probe_env(&self, service: &str, user: &str, env: &[(&str, &str)]) -> Probe {
+        assert!(
+            Path::new(PAM_WRAPPER).exists(),
+            "{PAM_WRAPPER} is missing: install libpam-wrapper (the README's test command does)"
+        );
+        let started = Instant::now();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pam-probe"));
+        cmd.args(["--rhost", "10.9.8.7", service, user, "account"])
+            .env("LD_PRELOAD", PAM_WRAPPER)
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path().join("pam.d"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().expect("spawn pam-probe");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("pam-probe output");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "pam-probe failed: {stdout} {:?}",
+            out.stderr
+        );
+        Probe {
+            stdout,
+            pid,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Probe {
+    stdout: String,
+    pid: u32,
+    elapsed: Duration,
+}
+
+impl Probe {
+    fn rc(&self) -> i32 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("rc="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        let prefix = format!("env={name}=");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+    }
+
+    fn messages(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("msg="))
+            .collect()
+    }
+}
+
+const PAM_SUCCESS: i32 = 0;
+const PAM_PERM_DENIED: i32 = 6;
+
+#[test]
+fn user_without_a_job_is_denied_with_the_pam_slurm_adopt_message() {
+    let node = Node::new();
+    let _shim = node.shim(vec![FakeStep::extern_step(5, USER_UID + 1)]);
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    assert_eq!(
+        p.messages(),
+        ["error:Access denied by pam_adopt: you have no active jobs on this node"]
+    );
+}
+
+#[test]
+fn user_with_one_job_is_adopted_and_gets_slurm_job_id() {
+    let node = Node::new();
+    let shim = node.shim(vec![
+        FakeStep::extern_step(41, USER_UID + 1),
+        FakeStep::extern_step(42, USER_UID),
+    ]);
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("SLURM_JOB_ID").as_deref(), Some("42"));
+    assert_eq!(p.env("DISPLAY"), None);
+    assert_eq!(shim.added_pids(42), [p.pid as i32]);
+    assert!(shim.added_pids(41).is_empty());
+}
+
+#[test]
+fn x11_display_and_xauthority_are_exported() {
+    let node = Node::new();
+    let mut step = FakeStep::extern_step(7, USER_UID);
+    step.x11 = Some((12, "/tmp/.Xauthority-abc".to_owned()));
+    let _shim = node.shim(vec![step]);
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("DISPLAY").as_deref(), Some("localhost:12.0"));
+    assert_eq!(p.env("XAUTHORITY").as_deref(), Some("/tmp/.Xauthority-abc"));
+
+    node.service("sshd", "disable_x11=1");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("DISPLAY"), None);
+}
+
+#[test]
+fn root_is_ignored_before_any_config_is_read() {
+    let node = Node::new();
+    // A config that cannot be read: root must still get in.
+    node.service("sshd", "conf=/nonexistent/slurm.conf");
+    let p = node.probe("sshd", "root");
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert!(p.messages().is_empty());
+}
+
+#[test]
+fn a_service_not_listed_is_ignored() {
+    let node = Node::new();
+    let shim = node.shim(vec![FakeStep::extern_step(3, USER_UID)]);
+    node.service("teleport", "service=sshd,rstudio");
+    let p = node.probe("teleport", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert!(
+        shim.added_pids(3).is_empty(),
+        "ignored login must not be adopted"
+    );
+    assert!(
+        shim.requests(3).is_empty(),
+        "ignored login must not touch stepds"
+    );
+
+    node.service("rstudio", "service=sshd,rstudio");
+    let p = node.probe("rstudio", USER);
+    assert_eq!(p.env("SLURM_JOB_ID").as_deref(), Some("3"), "{}", p.stdout);
+}
+
+#[test]
+fn unreadable_config_denies_by_default_and_follows_generic_failure() {
+    let node = Node::new();
+    node.service("sshd", "conf=/nonexistent/slurm.conf");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    assert_eq!(p.messages(), ["error:No Slurm jobs found on node."]);
+
+    node.service(
+        "sshd",
+        "conf=/nonexistent/slurm.conf action_generic_failure=ignore",
+    );
+    let p = node.probe("sshd", USER);
+    assert_eq!(
+        p.rc(),
+        PAM_SUCCESS,
+        "ignore lets pam_permit decide: {}",
+        p.stdout
+    );
+}
+
+#[test]
+fn slurm_conf_in_the_environment_changes_nothing() {
+    let node = Node::new();
+    let hostile = node.dir.path().join("hostile.conf");
+    let other_spool = node.dir.path().join("other-spool");
+    std::fs::create_dir(&other_spool).expect("dir");
+    std::fs::write(
+        &hostile,
+        format!(
+            "SlurmdSpoolDir={}\nNodeName={NODE}\n",
+            other_spool.display()
+        ),
+    )
+    .expect("write");
+    let _decoy = StepdShim::start(
+        &other_spool,
+        NODE,
+        vec![FakeStep::extern_step(666, USER_UID)],
+    )
+    .expect("decoy shim");
+    node.service("sshd", "");
+    let p = node.probe_env(
+        "sshd",
+        USER,
+        &[("SLURM_CONF", hostile.to_str().unwrap_or_default())],
+    );
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+}
+
+#[test]
+fn several_jobs_follow_action_unknown() {
+    let node = Node::new();
+    let _older = node.shim(vec![FakeStep::extern_step(100, USER_UID)]);
+    // File timestamps tick at the kernel's coarse clock: make job 90's
+    // socket clearly newer, so "newest" must beat "highest job id".
+    std::thread::sleep(Duration::from_millis(50));
+    let shim = node.shim(vec![FakeStep::extern_step(90, USER_UID)]);
+    node.service("sshd", "action_unknown=deny");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    assert_eq!(
+        p.messages(),
+        ["error:Access denied by pam_adopt: unable to determine source job"]
+    );
+
+    node.service("sshd", "action_unknown=allow");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("SLURM_JOB_ID"), None);
+
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("SLURM_JOB_ID").as_deref(), Some("90"));
+    assert_eq!(shim.added_pids(90), [p.pid as i32]);
+}
+
+#[test]
+fn adoption_failure_denies_by_default_and_allows_when_asked() {
+    let node = Node::new();
+    let mut step = FakeStep::extern_step(8, USER_UID);
+    step.fault = Fault::RejectAddPid;
+    let _shim = node.shim(vec![step]);
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    assert_eq!(
+        p.messages(),
+        [
+            "error:Access denied by pam_adopt: failed to adopt process into cgroup, denying access because action_adopt_failure=deny"
+        ]
+    );
+
+    node.service("sshd", "action_adopt_failure=allow");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("SLURM_JOB_ID"), None);
+}
+
+#[test]
+fn a_hung_or_broken_stepd_ends_in_the_configured_action_within_the_deadline() {
+    let faults = [
+        Fault::HangBeforeHandshakeReply,
+        Fault::HangOnRequest,
+        Fault::CloseWithoutReply,
+        Fault::Garbage,
+        Fault::WrongVersion,
+        Fault::CloseOnAddPid,
+        Fault::Slow(Duration::from_secs(5)),
+    ];
+    for fault in faults {
+        let node = Node::new();
+        let mut step = FakeStep::extern_step(9, USER_UID);
+        step.fault = fault.clone();
+        let _shim = node.shim(vec![step]);
+        node.service("sshd", "timeout_ms=400");
+        let p = node.probe("sshd", USER);
+        assert_eq!(p.rc(), PAM_PERM_DENIED, "{fault:?}: {}", p.stdout);
+        assert_eq!(p.env("SLURM_JOB_ID"), None, "{fault:?}");
+        // The deadline plus process start-up, library loading and slack.
+        assert!(
+            p.elapsed < Duration::from_millis(400 + 1500),
+            "{fault:?} took {:?}",
+            p.elapsed
+        );
+    }
+}
+
+#[test]
+fn exports_only_the_pam_entry_points() {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(module_path())
+        .output()
+        .expect("run nm (binutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut symbols: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    symbols.sort_unstable();
+    assert_eq!(
+        symbols,
+        [
+            "pam_sm_acct_mgmt",
+            "pam_sm_close_session",
+            "pam_sm_open_session"
+        ]
+    );
+}
