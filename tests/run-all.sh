@@ -25,21 +25,38 @@ stage() {
     stage_names+=("$name"); stage_secs+=($((SECONDS - t0)))
 }
 
+log_dir=$(mktemp -d /tmp/slurm-adopt-ci.XXXXXX)
+
 tier1() {
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     cargo build --workspace --quiet
-    cargo test --workspace
+    cargo test --workspace 2>&1 | tee "$log_dir/cargo-test.log"
+}
+
+tier2_logins() {
+    tests/real-slurm/run.sh 2>&1 | tee "$log_dir/real-slurm.log"
 }
 
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
 stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests
-stage "tier 2: ssh logins through the real PAM stack" tests/real-slurm/run.sh
+stage "tier 2: ssh logins through the real PAM stack" tier2_logins
 stage "tier 2: benchmark" tests/real-slurm/bench.sh
+
+# One closing tally over every tier: cargo's per-binary lines plus the
+# real-Slurm tier's own "N passed, N failed".
+tally() {
+    {
+        sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo-test.log"
+        sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log_dir/real-slurm.log"
+    } | awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed\n", p, f }'
+}
 
 echo "=== stage times"
 for i in "${!stage_names[@]}"; do
     printf '%6ss  %s\n' "${stage_secs[$i]}" "${stage_names[$i]}"
 done
+echo "=== all tiers"
+tally

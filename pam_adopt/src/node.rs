@@ -12,7 +12,7 @@ use slurm_node::conf::{ConfError, NodeEntry, SlurmConf};
 use slurm_node::nodename;
 use slurm_node::select::Candidate;
 use slurm_node::spool::{self, SkipReason, SpoolError, StepSocket};
-use slurm_node::stepd::{NamespaceFd, StepdClient, StepdError, X11Display};
+use slurm_node::stepd::{NamespaceFd, StepState, StepdClient, StepdError, X11Display};
 
 use crate::options::{AdoptVia, Options};
 
@@ -21,6 +21,8 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// No single stepd may use up the whole login budget: a hung stepd of some
 /// other user must not deny everyone else on the node.
 const MIN_STEP_BUDGET: Duration = Duration::from_millis(100);
+/// How often a stepd that is still starting is asked again.
+const STARTING_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -150,7 +152,12 @@ pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Sc
             Ok((uid, client))
         });
         match owner {
-            Ok((owner, client)) if owner == uid => scan.mine.push(UserJob { socket, client }),
+            Ok((owner, mut client)) if owner == uid => {
+                // The adoption on this connection may use what is left of
+                // the whole login budget, not just this step's share.
+                client.set_deadline(deadline);
+                scan.mine.push(UserJob { socket, client });
+            }
             Ok(_) => scan.others += 1,
             Err(e) => scan.unreachable.push((socket.path.clone(), e)),
         }
@@ -185,14 +192,14 @@ pub fn adopt(
     let job_id = job.socket.job_id;
     let via = match opts.adopt_via {
         AdoptVia::Stepd => {
-            job.client.add_extern_pid(pid)?;
+            add_extern_pid(&mut job.client, pid)?;
             "stepd"
         }
         AdoptVia::Cgroup => {
             attach_by_cgroup(view, uid, job_id, pid)?;
             "cgroup"
         }
-        AdoptVia::Auto => match job.client.add_extern_pid(pid) {
+        AdoptVia::Auto => match add_extern_pid(&mut job.client, pid) {
             Ok(()) => "stepd",
             Err(_) => {
                 // The stepd connection is unusable after a failed request.
@@ -217,6 +224,28 @@ pub fn adopt(
         adopted.namespaces_joined = join_namespaces(job_id, fds)?;
     }
     Ok(adopted)
+}
+
+/// ADD_EXTERN_PID, once more if the stepd refused because it was still
+/// starting: its socket appears before its cgroups are ready, so a login
+/// right after the job starts waits for it (within the login budget)
+/// instead of failing. The state is only asked after a refusal, keeping
+/// the common path at one round trip.
+fn add_extern_pid(client: &mut StepdClient, pid: i32) -> Result<(), StepdError> {
+    let refused = match client.add_extern_pid(pid) {
+        Err(e @ StepdError::Rejected { .. }) => e,
+        other => return other,
+    };
+    loop {
+        if client.state()? != StepState::Starting {
+            break;
+        }
+        if Instant::now() + STARTING_POLL >= client.deadline() {
+            return Err(refused);
+        }
+        std::thread::sleep(STARTING_POLL);
+    }
+    client.add_extern_pid(pid)
 }
 
 fn attach_by_cgroup(view: &NodeView, uid: u32, job_id: u32, pid: i32) -> Result<(), AdoptError> {
