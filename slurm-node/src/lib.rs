@@ -6,7 +6,9 @@
 pub mod cgroup;
 pub mod conf;
 pub mod hostlist;
+pub mod netinfo;
 pub mod nodename;
+pub mod rpc;
 pub mod select;
 pub mod spool;
 pub mod stepd;
