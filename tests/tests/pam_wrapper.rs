@@ -47,7 +47,7 @@ fn module_path() -> &'static Path {
 }
 
 fn current_user_name() -> String {
-    let uid = nix_uid();
+    let uid = current_uid();
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|p| {
@@ -59,9 +59,9 @@ fn current_user_name() -> String {
         .unwrap_or_else(|| "root".to_owned())
 }
 
-fn nix_uid() -> u32 {
-    // SAFETY: getuid cannot fail and has no preconditions.
-    unsafe { libc::getuid() }
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }
 
 /// A temp node: slurm.conf, spool dir, PAM service dir.
@@ -385,6 +385,43 @@ fn a_hung_or_broken_stepd_ends_in_the_configured_action_within_the_deadline() {
             p.elapsed
         );
     }
+}
+
+#[test]
+fn join_container_setns_into_the_namespace_the_stepd_sends() {
+    let node = Node::new();
+    let mut step = FakeStep::extern_step(12, USER_UID);
+    // The shim passes this fd as the job's mount namespace: the test's own,
+    // which the probe shares, so joining it changes nothing but must work.
+    step.namespace = Some(PathBuf::from("/proc/self/ns/mnt"));
+    let _shim = node.shim(vec![step]);
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    if current_uid() == 0 {
+        assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+        assert_eq!(p.env("SLURM_JOB_ID").as_deref(), Some("12"));
+    } else {
+        // setns needs CAP_SYS_ADMIN: without it the adoption fails closed.
+        assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    }
+
+    node.service("sshd", "join_container=false");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+}
+
+#[test]
+fn a_namespace_fd_that_is_not_a_namespace_fails_closed() {
+    let node = Node::new();
+    let bogus = node.dir.path().join("not-a-namespace");
+    std::fs::write(&bogus, "").expect("write");
+    let mut step = FakeStep::extern_step(13, USER_UID);
+    step.namespace = Some(bogus);
+    let _shim = node.shim(vec![step]);
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    assert_eq!(p.env("SLURM_JOB_ID"), None);
 }
 
 #[test]

@@ -1,0 +1,106 @@
+//! `adoptctl check` against the stepd shim: it must report what a login
+//! would do, and never adopt anything.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use slurmd_shim::stepd::{FakeStep, StepdShim};
+
+const NODE: &str = "c7";
+const USER: &str = "nobody";
+const USER_UID: u32 = 65534;
+
+fn owner_name(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(path).map_or(0, |m| m.uid()).to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
+        })
+        .unwrap_or_else(|| "root".to_owned())
+}
+
+fn node() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool");
+    let conf = format!(
+        "SlurmUser={}\nSlurmdSpoolDir={}\nNodeName={NODE} CPUs=2\n",
+        owner_name(dir.path()),
+        spool.display()
+    );
+    std::fs::write(dir.path().join("slurm.conf"), conf).expect("slurm.conf");
+    dir
+}
+
+fn check(dir: &Path, module_args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+        .args(["check", USER, "--"])
+        .arg(format!("conf={}", dir.join("slurm.conf").display()))
+        .arg(format!("nodename={NODE}"))
+        .args(module_args)
+        .output()
+        .expect("run adoptctl")
+}
+
+#[test]
+fn reports_the_job_a_login_would_join_without_adopting() {
+    let dir = node();
+    let shim = StepdShim::start(
+        &dir.path().join("spool"),
+        NODE,
+        vec![
+            FakeStep::extern_step(42, USER_UID),
+            FakeStep::extern_step(43, USER_UID + 1),
+        ],
+    )
+    .expect("shim");
+    let out = check(dir.path(), &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("extern steps: 1 of nobody (uid 65534), 1 of other users"),
+        "{text}"
+    );
+    assert!(
+        text.contains("decision: adopt into job 42 (reason: only_job)"),
+        "{text}"
+    );
+    assert!(shim.added_pids(42).is_empty(), "check must not adopt");
+}
+
+#[test]
+fn a_user_without_jobs_would_be_denied_with_exit_status_1() {
+    let dir = node();
+    let _shim = StepdShim::start(&dir.path().join("spool"), NODE, vec![]).expect("shim");
+    let out = check(dir.path(), &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("decision: deny (reason: no_jobs); the user would see: Access denied by pam_adopt: you have no active jobs on this node"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_module_arguments_are_reported_and_a_broken_config_is_exit_status_2() {
+    let dir = node();
+    let out = check(dir.path(), &["action_unknown=sometimes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: unrecognized action_unknown=sometimes, setting to 'deny'"),
+        "{text}"
+    );
+
+    std::fs::write(dir.path().join("slurm.conf"), "SlurmdPort=notaport\n").expect("write");
+    let out = check(dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("slurm.conf:1"),
+        "the error names file and line: {err}"
+    );
+}
