@@ -2,8 +2,9 @@
 # The one test command: installs what it needs, then runs every tier.
 #   tier 1: fmt, clippy, cargo test --workspace (unit, shim, module under pam_wrapper)
 #   tier 2: real Slurm on this host (slurmctld, slurmd, munge, sshd) with
-#           ssh logins through the real PAM stack, parity with Debian's
-#           pam_slurm_adopt.so, and the PAM transaction benchmark
+#           ssh logins through the real PAM stack (one job, several jobs and
+#           the callerid RPC), parity with Debian's pam_slurm_adopt.so, and
+#           the PAM transaction benchmark
 # Must run as root on Debian 12: tier 2 starts daemons and adds test users.
 set -euo pipefail
 
@@ -38,11 +39,16 @@ tier2_logins() {
     tests/real-slurm/run.sh 2>&1 | tee "$log_dir/real-slurm.log"
 }
 
+tier2_multi_job() {
+    tests/real-slurm/multi-job.sh 2>&1 | tee "$log_dir/real-slurm-multi-job.log"
+}
+
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
 stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
+stage "tier 2: several jobs per user, callerid RPC" tier2_multi_job
 stage "tier 2: benchmark" tests/real-slurm/bench.sh
 
 # One closing tally over every tier: cargo's per-binary lines plus the
@@ -50,7 +56,7 @@ stage "tier 2: benchmark" tests/real-slurm/bench.sh
 tally() {
     {
         sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo-test.log"
-        sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log_dir/real-slurm.log"
+        sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log_dir"/real-slurm*.log
     } | awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed\n", p, f }'
 }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selection};
 
+use crate::callerid;
 use crate::node::{self, NodeView};
 use crate::options::{AdoptFailureAction, GenericFailureAction, LogLevel, Options};
 use crate::pam::{PAM_IGNORE, PAM_PERM_DENIED, PAM_SUCCESS, Pam, Priority};
@@ -159,9 +160,13 @@ fn decide(
     let policy = opts.policy();
     let candidates = scan.candidates();
     let callerid = if select::needs_callerid(&candidates, &policy) {
-        // The callerid RPC is not part of this build yet: behave as if the
-        // source node had no answer, so action_unknown decides.
-        CallerId::Failed
+        // Half of what is left at most: the adoption after it needs time too.
+        let now = Instant::now();
+        let rpc_deadline = now + deadline.saturating_duration_since(now) / 2;
+        let local_version = scan.mine.first().map(|j| j.client.protocol_version());
+        let lookup = callerid::lookup(&view, local_version, rpc_deadline);
+        log_callerid(pam, log, &user, &lookup);
+        lookup.answer
     } else {
         CallerId::NotAsked
     };
@@ -223,6 +228,21 @@ fn decide(
             }
         }
     }
+}
+
+fn log_callerid(pam: &Pam<'_>, log: &Logger, user: &str, lookup: &callerid::Lookup) {
+    let from = lookup.connection.as_ref().map_or_else(
+        || "a non-TCP login".to_owned(),
+        |c| format!("{} port {}", c.remote.ip(), c.remote.port()),
+    );
+    if let Some(e) = &lookup.error {
+        log.line(pam, Priority::Err, &format!("callerid RPC failed: {e}"));
+    }
+    let line = match lookup.answer {
+        CallerId::Job(job) => format!("From {from} as {user}: member of job {job}"),
+        _ => format!("From {from} as {user}: unable to determine source job"),
+    };
+    log.line(pam, Priority::Info, &line);
 }
 
 fn export_env(pam: &mut Pam<'_>, log: &Logger, job_id: u32, adopted: &node::Adopted) {

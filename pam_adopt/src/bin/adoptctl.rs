@@ -1,12 +1,15 @@
 //! adoptctl: look at what pam_adopt.so would do on this node, without
 //! doing it.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use pam_adopt::callerid;
 use pam_adopt::node::{self, NodeView};
 use pam_adopt::options::Options;
+use slurm_node::netinfo::Connection;
 use slurm_node::select::{self, CallerId, Selection};
 
 /// Inspect and check pam_adopt.so on a Slurm compute node.
@@ -36,6 +39,14 @@ enum Command {
         /// The PAM service the login would come through.
         #[arg(long, default_value = "sshd")]
         service: String,
+        /// The ssh client's end of a live connection (ADDR:PORT): ask the
+        /// slurmd on ADDR which job owns it, as the module would.
+        #[arg(long, value_name = "ADDR:PORT")]
+        from: Option<SocketAddr>,
+        /// This node's end of that connection; defaults to port 22 on the
+        /// address this host would use to reach ADDR.
+        #[arg(long, value_name = "ADDR:PORT", requires = "from")]
+        to: Option<SocketAddr>,
         /// Module arguments, as written in the PAM file.
         #[arg(last = true)]
         module_args: Vec<String>,
@@ -48,12 +59,20 @@ fn main() -> ExitCode {
         Command::Check {
             user,
             service,
+            from,
+            to,
             module_args,
-        } => check(&user, &service, &module_args),
+        } => check(&user, &service, from, to, &module_args),
     }
 }
 
-fn check(user: &str, service: &str, module_args: &[String]) -> ExitCode {
+fn check(
+    user: &str,
+    service: &str,
+    from: Option<SocketAddr>,
+    to: Option<SocketAddr>,
+    module_args: &[String],
+) -> ExitCode {
     let (opts, warnings) = Options::parse(module_args);
     for w in &warnings {
         println!("warning: {w}");
@@ -121,11 +140,34 @@ fn check(user: &str, service: &str, module_args: &[String]) -> ExitCode {
     }
     let candidates = scan.candidates();
     let policy = opts.policy();
-    let callerid = if select::needs_callerid(&candidates, &policy) {
-        println!("callerid: would be asked (not available in this build; treated as no answer)");
-        CallerId::Failed
-    } else {
-        CallerId::NotAsked
+    let asked = from.is_some() || select::needs_callerid(&candidates, &policy);
+    let callerid = match from {
+        Some(client) if asked => {
+            let server = to.unwrap_or_else(|| SocketAddr::new(route_source(client), 22));
+            let connection = Connection {
+                local: server,
+                remote: client,
+                inode: 0,
+            };
+            let version = scan.mine.first().map(|j| j.client.protocol_version());
+            let lookup = callerid::ask(&view, connection, version, Instant::now() + opts.timeout);
+            let slurmd = lookup.slurmd.map_or("-".to_owned(), |a| a.to_string());
+            match (&lookup.answer, &lookup.error) {
+                (_, Some(e)) => println!("callerid: slurmd {slurmd}: {e}"),
+                (CallerId::Job(j), _) => {
+                    println!("callerid: slurmd {slurmd}: {client} -> {server} belongs to job {j}")
+                }
+                _ => println!("callerid: slurmd {slurmd}: no job owns {client} -> {server}"),
+            }
+            lookup.answer
+        }
+        _ if asked => {
+            println!(
+                "callerid: a login would ask the source node's slurmd (give --from ADDR:PORT to ask it now)"
+            );
+            CallerId::NoSocket
+        }
+        _ => CallerId::NotAsked,
     };
     let selection = select::select(&candidates, &callerid, &policy);
     let reason = selection.reason();
@@ -147,4 +189,19 @@ fn check(user: &str, service: &str, module_args: &[String]) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The local address the kernel would route to `peer` from: connecting a
+/// UDP socket sends nothing but picks the source address.
+fn route_source(peer: SocketAddr) -> IpAddr {
+    let unspecified = match peer {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    UdpSocket::bind(SocketAddr::new(unspecified, 0))
+        .and_then(|s| {
+            s.connect(peer)?;
+            s.local_addr()
+        })
+        .map_or(unspecified, |a| a.ip())
 }
