@@ -46,10 +46,11 @@ tier2_multi_job() {
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
-stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests
+stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests -p slurmd-shim
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
 stage "tier 2: several jobs per user, callerid RPC" tier2_multi_job
-stage "tier 2: benchmark" tests/real-slurm/bench.sh
+stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh
+stage "tier 2: benchmark, extern-step count" tests/real-slurm/bench-steps.sh
 
 # One closing tally over every tier: cargo's per-binary lines plus the
 # real-Slurm tier's own "N passed, N failed".
