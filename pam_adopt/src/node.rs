@@ -147,10 +147,8 @@ pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Sc
         .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
     {
         let step_deadline = step_deadline(deadline);
-        let owner = StepdClient::connect(&socket.path, step_deadline).and_then(|mut client| {
-            let uid = client.step_uid()?;
-            Ok((uid, client))
-        });
+        let owner = StepdClient::connect_for_uid(&socket.path, step_deadline)
+            .map(|(client, uid)| (uid, client));
         match owner {
             Ok((owner, mut client)) if owner == uid => {
                 // The adoption on this connection may use what is left of

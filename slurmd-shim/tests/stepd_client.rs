@@ -701,3 +701,38 @@ mod binary {
         assert_eq!(out.status.code(), Some(1));
     }
 }
+
+#[test]
+fn connect_for_uid_pipelines_the_handshake_and_step_uid() {
+    let spool = Spool::new();
+    let shim = spool.serve(vec![FakeStep::extern_step(31, UID)]);
+    let (mut client, uid) =
+        StepdClient::connect_for_uid(&spool.socket(31), soon()).expect("connect_for_uid");
+    assert_eq!(uid, UID);
+    assert_eq!(client.protocol_version(), 0x2600);
+    // The connection is still in step for the requests that follow.
+    client.add_extern_pid(4242).expect("add_extern_pid");
+    assert_eq!(shim.added_pids(31), [4242]);
+    assert_eq!(shim.requests(31), [20, 22]);
+}
+
+#[test]
+fn connect_for_uid_ends_in_an_error_within_the_deadline_on_every_fault() {
+    let faults = [
+        Fault::HangBeforeHandshakeReply,
+        Fault::HangOnRequest,
+        Fault::CloseWithoutReply,
+        Fault::RejectHandshake,
+        Fault::WrongVersion,
+        Fault::Garbage,
+        Fault::Slow(Duration::from_secs(2)),
+    ];
+    for fault in faults {
+        let spool = Spool::new();
+        let _shim = spool.serve(vec![step_with(32, fault.clone())]);
+        let result = timed(&format!("{fault:?}"), |deadline| {
+            StepdClient::connect_for_uid(&spool.socket(32), deadline)
+        });
+        assert!(result.is_err(), "{fault:?} gave {result:?}");
+    }
+}
