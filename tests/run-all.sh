@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what it needs, then runs every tier.
-#   tier 1: fmt, clippy, cargo test --workspace (unit, shim, module under pam_wrapper)
+#   tier 1: fmt, clippy, cargo test --workspace (unit, shim, module under
+#           pam_wrapper), then cargo fuzz for a bounded time per target
 #   tier 2: real Slurm on this host (slurmctld, slurmd, munge, sshd) with
 #           ssh logins through the real PAM stack (one job, several jobs and
 #           the callerid RPC), parity with Debian's pam_slurm_adopt.so, and
@@ -45,6 +46,7 @@ tier2_multi_job() {
 
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
+stage "tier 1: fuzz the RPC, stepd and /proc/net parsers (bounded)" tests/scripts/fuzz.sh
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
 stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests -p slurmd-shim
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
