@@ -1,25 +1,33 @@
 //! `slurmd-shim`: run the test double as a process, for scripts and
-//! containers that need fake stepd sockets without a Rust test around them.
+//! containers that need fake stepd sockets or a fake slurmd answering
+//! callerid without a Rust test around them.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use nix::sys::signal::{SigSet, Signal};
+use slurmd_shim::slurmd::{self, Answer, SlurmdConfig, SlurmdShim};
 use slurmd_shim::stepd::{BATCH_STEP_ID, EXTERN_STEP_ID, FakeStep, Fault, StepdShim};
 
 const USAGE: &str = "\
 Usage: slurmd-shim stepd --spool DIR --node NAME --step JOB[.STEP]:UID[:FAULT]...
+       slurmd-shim slurmd --listen ADDR:PORT --munge-socket PATH --answer JOB|none [--fault NAME]
        slurmd-shim --help";
 
 const HELP: &str = "\
 NAME
-    slurmd-shim - stand-in for slurmstepd sockets, for testing pam_adopt
+    slurmd-shim - stand-in for slurmstepd sockets and slurmd's callerid
+    RPC, for testing pam_adopt
 
 SYNOPSIS
     slurmd-shim stepd --spool DIR --node NAME --step JOB[.STEP]:UID[:FAULT]
                       [--step ...] [--protocol-version VERSION]
                       [--x11 DISPLAY[:XAUTHORITY]] [--namespace FILE]
+    slurmd-shim slurmd --listen ADDR:PORT --munge-socket PATH
+                       --answer JOB|none [--fault NAME] [--node-name NAME]
+                       [--release VERSION]
     slurmd-shim --help
 
 DESCRIPTION
@@ -38,7 +46,17 @@ DESCRIPTION
     There is no authorisation: any peer may add pids. Never point a real
     PAM stack at a spool directory served by this program.
 
+    In slurmd mode, slurmd-shim listens on ADDR:PORT (port 0 picks a free
+    one) and answers REQUEST_NETWORK_CALLERID (5035) with
+    RESPONSE_NETWORK_CALLERID (5036) in the request's header version, as
+    a slurmd does: the request's munge credential must decode, and the
+    reply is signed through PATH with the K12 hash of its body, for the
+    requester's uid only. Every request gets the same --answer. Once
+    listening, one line \"listening ADDR:PORT\" is written to standard
+    output; it serves until SIGTERM or SIGINT.
+
 OPTIONS
+  stepd mode
     --spool DIR
         Directory to create the sockets in. It must exist.
 
@@ -66,7 +84,30 @@ OPTIONS
     --help, -h
         Print this text and exit.
 
+  slurmd mode
+    --listen ADDR:PORT
+        TCP address to listen on, e.g. 127.0.0.1:6818 or 127.0.0.1:0.
+
+    --munge-socket PATH
+        munged's socket, for checking requests and signing replies.
+
+    --answer JOB|none
+        The job id to name, or none for \"no job owns that connection\".
+
+    --fault NAME
+        Misbehave on every connection (FAULTS below).
+
+    --node-name NAME
+        The NodeName put in replies. Default: shim.
+
+    --release VERSION
+        Accept only the header versions this release of slurmd accepts
+        (its own and two older, three from 24.11) and refuse others as it
+        does: close without reply before 25.05, an unauthenticated
+        RESPONSE_SLURM_RC 1007 from 25.05. Default: accept 22.05 to 26.05.
+
 FAULTS
+  stepd mode (--step JOB:UID:FAULT)
     none              behave (the default)
     hang-handshake    read the client's version, never answer
     hang              answer the handshake, never answer a request
@@ -78,6 +119,24 @@ FAULTS
     reject-add-pid    answer ADD_EXTERN_PID with rc -1
     close-on-add-pid  close on ADD_EXTERN_PID without reading the pid, as a
                       stepd of 24.11.6 or later does for a cancelled step
+
+  slurmd mode (--fault NAME)
+    none              behave (the default)
+    hang              read the request, never answer
+    slow=MS           wait MS milliseconds, then answer
+    close             read the request, close without reply
+    wrong-version     treat the header version as unknown: close without
+                      reply, as 22.05 to 24.11 do
+    version-error-rc  treat the header version as unknown: answer
+                      RESPONSE_SLURM_RC 1005
+    header-rejected   treat the header version as unknown the 25.05+ way:
+                      unauthenticated RESPONSE_SLURM_RC 1007
+    malformed-body    a correctly signed reply whose body is truncated
+    wrong-uid         a reply signed by uid 65534 (needs root; otherwise
+                      signed by the shim's own uid)
+    bad-hash          a reply whose credential hashes another body
+    other-users-job=JOB
+                      name JOB whatever --answer says
 
 EXIT STATUS
     0   stopped by SIGTERM or SIGINT
@@ -95,6 +154,11 @@ EXAMPLES
         slurmd-shim stepd --spool /tmp/spool --node n1 \\
             --protocol-version 25.11 --namespace /proc/self/ns/mnt \\
             --step 12:1000 --step 12.batch:1000
+
+    A slurmd on the usual port that says every connection is job 42:
+
+        slurmd-shim slurmd --listen 127.0.0.1:6818 \\
+            --munge-socket /run/munge/munge.socket.2 --answer 42
 ";
 
 /// The release table from the protocol reference.
@@ -113,6 +177,13 @@ const RELEASES: [(&str, u32); 8] = [
 enum Command {
     Help,
     Stepd(StepdArgs),
+    Slurmd(SlurmdArgs),
+}
+
+#[derive(Debug)]
+struct SlurmdArgs {
+    listen: SocketAddr,
+    config: SlurmdConfig,
 }
 
 #[derive(Debug)]
@@ -136,6 +207,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Stepd(stepd)) => run_stepd(stepd),
+        Ok(Command::Slurmd(args)) => run_slurmd(args),
         Err(message) => usage_error(&message),
     }
 }
@@ -145,16 +217,58 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run_stepd(args: StepdArgs) -> ExitCode {
+/// SIGTERM and SIGINT, blocked. Call before any thread exists, so every
+/// thread inherits the mask and the signals stay pending for `wait`.
+fn block_stop_signals() -> Option<SigSet> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
-    // Blocked before any thread exists, so every thread inherits the mask
-    // and the signals stay pending for the wait below.
-    if let Err(e) = signals.thread_block() {
-        eprintln!("slurmd-shim: cannot block SIGTERM/SIGINT: {e}");
-        return ExitCode::FAILURE;
+    match signals.thread_block() {
+        Ok(()) => Some(signals),
+        Err(e) => {
+            eprintln!("slurmd-shim: cannot block SIGTERM/SIGINT: {e}");
+            None
+        }
     }
+}
+
+fn wait_for_stop(signals: SigSet) -> ExitCode {
+    match signals.wait() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slurmd-shim: waiting for a signal failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_slurmd(args: SlurmdArgs) -> ExitCode {
+    let Some(signals) = block_stop_signals() else {
+        return ExitCode::FAILURE;
+    };
+    let shim = match SlurmdShim::start(args.listen, args.config) {
+        Ok(shim) => shim,
+        Err(e) => {
+            eprintln!("slurmd-shim: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening {}", shim.local_addr());
+    let _ = out.flush();
+    drop(out);
+    let status = wait_for_stop(signals);
+    for error in shim.errors() {
+        eprintln!("slurmd-shim: {error}");
+    }
+    drop(shim);
+    status
+}
+
+fn run_stepd(args: StepdArgs) -> ExitCode {
+    let Some(signals) = block_stop_signals() else {
+        return ExitCode::FAILURE;
+    };
     let shim = match StepdShim::start(&args.spool, &args.node, args.steps) {
         Ok(shim) => shim,
         Err(e) => {
@@ -171,13 +285,7 @@ fn run_stepd(args: StepdArgs) -> ExitCode {
     }
     let _ = out.flush();
     drop(out);
-    let status = match signals.wait() {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("slurmd-shim: waiting for a signal failed: {e}");
-            ExitCode::FAILURE
-        }
-    };
+    let status = wait_for_stop(signals);
     drop(shim);
     status
 }
@@ -188,7 +296,82 @@ fn parse(args: &[String]) -> Result<Command, String> {
         None => Err("no mode given".to_owned()),
         Some("--help" | "-h") => Ok(Command::Help),
         Some("stepd") => parse_stepd(rest),
-        Some(other) => Err(format!("unknown mode {other:?} (only \"stepd\" exists)")),
+        Some("slurmd") => parse_slurmd(rest),
+        Some(other) => Err(format!(
+            "unknown mode {other:?} (expected \"stepd\" or \"slurmd\")"
+        )),
+    }
+}
+
+fn parse_slurmd<'a>(mut rest: impl Iterator<Item = &'a String>) -> Result<Command, String> {
+    let mut listen = None;
+    let mut munge_socket = None;
+    let mut answer = None;
+    let mut fault = slurmd::Fault::None;
+    let mut node_name = None;
+    let mut release = None;
+    while let Some(arg) = rest.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        if matches!(flag, "--help" | "-h") {
+            return Ok(Command::Help);
+        }
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| rest.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--listen" => {
+                let text = value()?;
+                listen = Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| format!("--listen {text:?} is not ADDR:PORT"))?,
+                );
+            }
+            "--munge-socket" => munge_socket = Some(PathBuf::from(value()?)),
+            "--answer" => answer = Some(parse_answer(&value()?)?),
+            "--fault" => {
+                fault = value()?
+                    .parse::<slurmd::Fault>()
+                    .map_err(|e| e.to_string())?;
+            }
+            "--node-name" => node_name = Some(value()?),
+            "--release" => {
+                let text = value()?;
+                let version = parse_version(&text)?;
+                release = Some(
+                    u16::try_from(version)
+                        .map_err(|_| format!("--release {text:?} is not a protocol version"))?,
+                );
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    let listen = listen.ok_or("--listen is required")?;
+    let munge_socket = munge_socket.ok_or("--munge-socket is required")?;
+    let answer = answer.ok_or("--answer is required")?;
+    let mut config = SlurmdConfig::new(munge_socket).answer(answer).fault(fault);
+    if let Some(name) = node_name {
+        config.node_name = name;
+    }
+    if let Some(version) = release {
+        config = config.like_release(version);
+    }
+    Ok(Command::Slurmd(SlurmdArgs { listen, config }))
+}
+
+/// `JOB` or `none`.
+fn parse_answer(text: &str) -> Result<Answer, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Answer::NotFound);
+    }
+    match text.parse::<u32>() {
+        Ok(job) if job != 0 && job < slurmd::NO_VAL => Ok(Answer::Job(job)),
+        _ => Err(format!("--answer {text:?}: expected a job id or none")),
     }
 }
 
@@ -376,6 +559,114 @@ mod tests {
         assert_eq!(parse_version("0x2C00"), Ok(0x2C00));
         assert_eq!(parse_version("11520"), Ok(0x2D00));
         assert!(parse_version("21.08x").is_err());
+    }
+
+    #[test]
+    fn parses_the_slurmd_mode() {
+        let args = strings(&[
+            "slurmd",
+            "--listen",
+            "127.0.0.1:0",
+            "--munge-socket=/run/m/s",
+            "--answer",
+            "77",
+            "--fault",
+            "slow=300",
+            "--node-name",
+            "src1",
+            "--release",
+            "24.11",
+        ]);
+        let Ok(Command::Slurmd(a)) = parse(&args) else {
+            panic!("parse failed");
+        };
+        assert_eq!(a.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert_eq!(a.config.munge_socket, PathBuf::from("/run/m/s"));
+        assert_eq!(a.config.default_answer, Answer::Job(77));
+        assert_eq!(
+            a.config.fault,
+            slurmd::Fault::Slow(std::time::Duration::from_millis(300))
+        );
+        assert_eq!(a.config.node_name, "src1");
+        assert_eq!(
+            a.config.accepted_versions,
+            Some(vec![0x2A00, 0x2900, 0x2800, 0x2700])
+        );
+
+        let none = strings(&[
+            "slurmd",
+            "--listen",
+            "[::1]:6818",
+            "--munge-socket",
+            "/s",
+            "--answer",
+            "none",
+        ]);
+        let Ok(Command::Slurmd(a)) = parse(&none) else {
+            panic!("parse failed");
+        };
+        assert_eq!(a.config.default_answer, Answer::NotFound);
+        assert_eq!(a.config.fault, slurmd::Fault::None);
+        assert_eq!(a.config.accepted_versions, None);
+
+        for bad in [
+            &["slurmd", "--munge-socket", "/s", "--answer", "1"][..],
+            &["slurmd", "--listen", "127.0.0.1:1", "--answer", "1"],
+            &["slurmd", "--listen", "127.0.0.1:1", "--munge-socket", "/s"],
+            &[
+                "slurmd",
+                "--listen",
+                "localhost",
+                "--munge-socket",
+                "/s",
+                "--answer",
+                "1",
+            ],
+            &[
+                "slurmd",
+                "--listen",
+                "127.0.0.1:1",
+                "--munge-socket",
+                "/s",
+                "--answer",
+                "0",
+            ],
+            &[
+                "slurmd",
+                "--listen",
+                "127.0.0.1:1",
+                "--munge-socket",
+                "/s",
+                "--answer",
+                "1",
+                "--fault",
+                "explode",
+            ],
+        ] {
+            assert!(parse(&strings(bad)).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn slurmd_fault_names_round_trip() {
+        use slurmd::Fault as F;
+        for fault in [
+            F::None,
+            F::Hang,
+            F::Slow(std::time::Duration::from_millis(40)),
+            F::CloseWithoutReply,
+            F::WrongVersion,
+            F::VersionErrorRc,
+            F::HeaderRejected,
+            F::MalformedBody,
+            F::WrongSenderUid,
+            F::BadHash,
+            F::OtherUsersJob(31),
+        ] {
+            assert_eq!(fault.to_string().parse::<F>(), Ok(fault));
+        }
+        assert!("slow=x".parse::<F>().is_err());
+        assert!("other-users-job=".parse::<F>().is_err());
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl Node {
             Path::new(PAM_WRAPPER).exists(),
             "{PAM_WRAPPER} is missing: install libpam-wrapper (the README's test command does)"
         );
+        let _one_at_a_time = probe_lock();
         let started = Instant::now();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pam-probe"));
         cmd.args(["--rhost", "10.9.8.7", service, user, "account"])
@@ -445,4 +446,315 @@ fn exports_only_the_pam_entry_points() {
             "pam_sm_open_session"
         ]
     );
+}
+
+// ---- callerid: the module asks a (shim) slurmd which job a login came from ----
+
+/// pam_wrapper 1.1.4 picks its runtime dir `/tmp/pam.X` by `lstat` then
+/// `mkdir`, and carries on in the dir when `mkdir` says it exists: two
+/// probes starting together can share a dir and read each other's service
+/// files (another node's conf and options). One probe at a time per test
+/// process avoids that.
+fn probe_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+use std::net::{SocketAddr, TcpListener};
+
+use slurmd_shim::munged::PrivateMunged;
+use slurmd_shim::slurmd::{self, Answer, SlurmdConfig, SlurmdShim};
+
+/// The user's older job; callerid names it to beat "newest".
+const OLDER: u32 = 100;
+/// The user's newer job (lower id, so "newest" is not "highest id").
+const NEWER: u32 = 90;
+/// Another user's extern step on the same node.
+const FOREIGN: u32 = 77;
+/// The module's budget in the callerid tests; the RPC gets half of what is
+/// left after the stepd scan.
+const CALLERID_TIMEOUT_MS: u64 = 600;
+const MSG_UNKNOWN: &str = "error:Access denied by pam_adopt: unable to determine source job";
+
+/// A node with two extern steps of USER and one of another user, a slurmd
+/// shim on 127.0.0.1 at the conf's SlurmdPort, and a listener standing in
+/// for the ssh client's end. Fields drop in order: servers, then munged,
+/// then the temp dir.
+struct CallerIdNode {
+    slurmd: SlurmdShim,
+    older: StepdShim,
+    newer: StepdShim,
+    client: TcpListener,
+    munged: PrivateMunged,
+    node: Node,
+}
+
+impl CallerIdNode {
+    /// Extern steps answer the handshake with `stepd_version`, which the
+    /// module takes as the first RPC version to try.
+    fn new(stepd_version: u32, config: impl FnOnce(SlurmdConfig) -> SlurmdConfig) -> Self {
+        let node = Node::new();
+        let munged = PrivateMunged::start().unwrap_or_else(|e| panic!("{e}"));
+        let step = |job: u32, uid: u32| {
+            let mut s = FakeStep::extern_step(job, uid);
+            s.protocol_version = stepd_version;
+            s
+        };
+        let older = node.shim(vec![step(OLDER, USER_UID), step(FOREIGN, USER_UID + 1)]);
+        // Socket ctimes tick at the kernel's coarse clock: make NEWER's
+        // clearly newer.
+        std::thread::sleep(Duration::from_millis(50));
+        let newer = node.shim(vec![step(NEWER, USER_UID)]);
+        // Port 0, then the conf: no window in which another process could
+        // take a port picked in advance.
+        let slurmd = SlurmdShim::start("127.0.0.1:0", config(SlurmdConfig::new(munged.socket())))
+            .expect("start slurmd shim");
+        let mut conf = std::fs::read_to_string(node.conf()).expect("read slurm.conf");
+        conf.push_str(&format!(
+            "SlurmdPort={}\nAuthInfo=socket={}\n",
+            slurmd.local_addr().port(),
+            munged.socket().display()
+        ));
+        std::fs::write(node.conf(), conf).expect("write slurm.conf");
+        let client = TcpListener::bind("127.0.0.1:0").expect("bind the client's end");
+        CallerIdNode {
+            slurmd,
+            older,
+            newer,
+            client,
+            munged,
+            node,
+        }
+    }
+
+    fn client_addr(&self) -> SocketAddr {
+        self.client.local_addr().expect("listener address")
+    }
+
+    fn added_pids(&self, job: u32) -> Vec<i32> {
+        let mut pids = self.older.added_pids(job);
+        pids.extend(self.newer.added_pids(job));
+        pids
+    }
+
+    /// The probe with a TCP connection to our "ssh client" open (or none).
+    fn probe(&self, tcp: bool) -> Probe {
+        assert!(
+            Path::new(PAM_WRAPPER).exists(),
+            "{PAM_WRAPPER} is missing: install libpam-wrapper (the README's test command does)"
+        );
+        let _one_at_a_time = probe_lock();
+        let started = Instant::now();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pam-probe"));
+        cmd.args(["--rhost", "127.0.0.1"]);
+        if tcp {
+            cmd.arg("--tcp-to").arg(self.client_addr().to_string());
+        }
+        cmd.args(["sshd", USER, "account"])
+            .env("LD_PRELOAD", PAM_WRAPPER)
+            .env("PAM_WRAPPER", "1")
+            .env(
+                "PAM_WRAPPER_SERVICE_DIR",
+                self.node.dir.path().join("pam.d"),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().expect("spawn pam-probe");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("pam-probe output");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "pam-probe failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Probe {
+            stdout,
+            pid,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// The sshd service with `args` (and our timeout), then one login.
+    fn login(&self, args: &str) -> Probe {
+        self.node
+            .service("sshd", &format!("timeout_ms={CALLERID_TIMEOUT_MS} {args}"));
+        self.probe(true)
+    }
+
+    fn assert_no_shim_errors(&self) {
+        assert!(
+            self.slurmd.errors().is_empty(),
+            "slurmd shim errors: {:?}; munged log: {}",
+            self.slurmd.errors(),
+            self.munged.log()
+        );
+    }
+}
+
+impl Probe {
+    /// The probe's `tcp=LOCAL->REMOTE` line.
+    fn tcp(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let line = self.stdout.lines().find_map(|l| l.strip_prefix("tcp="))?;
+        let (local, remote) = line.split_once("->")?;
+        Some((local.parse().ok()?, remote.parse().ok()?))
+    }
+
+    fn assert_adopted(&self, node: &CallerIdNode, job: u32, what: &str) {
+        assert_eq!(self.rc(), PAM_SUCCESS, "{what}: {}", self.stdout);
+        assert_eq!(
+            self.env("SLURM_JOB_ID"),
+            Some(job.to_string()),
+            "{what}: {}",
+            self.stdout
+        );
+        assert!(
+            node.added_pids(job).contains(&(self.pid as i32)),
+            "{what}: the stepd of job {job} did not get pid {}",
+            self.pid
+        );
+        for other in [OLDER, NEWER, FOREIGN].into_iter().filter(|j| *j != job) {
+            assert!(
+                !node.added_pids(other).contains(&(self.pid as i32)),
+                "{what}: also added to job {other}"
+            );
+        }
+    }
+
+    fn assert_unknown_denied(&self, what: &str) {
+        assert_eq!(self.rc(), PAM_PERM_DENIED, "{what}: {}", self.stdout);
+        assert_eq!(self.messages(), [MSG_UNKNOWN], "{what}");
+        assert_eq!(self.env("SLURM_JOB_ID"), None, "{what}");
+    }
+}
+
+#[test]
+fn callerid_names_the_older_job_and_beats_newest() {
+    let n = CallerIdNode::new(0x2C00, |c| c.answer(Answer::Job(OLDER)));
+    let p = n.login("");
+    p.assert_adopted(&n, OLDER, "newest");
+    // The RPC carried the probe's connection, seen from sshd's side.
+    let (local, remote) = p.tcp().expect("tcp= line");
+    assert_eq!(remote, n.client_addr());
+    let seen = n.slurmd.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].version, 0x2C00, "the local stepd's release first");
+    let req = seen[0].request.expect("a callerid body");
+    assert_eq!((req.client, req.server), (remote, local));
+    assert_eq!(seen[0].sender_uid, Some(current_uid()));
+
+    // An answer is not "unknown": action_unknown=deny has no say.
+    let p = n.login("action_unknown=deny");
+    p.assert_adopted(&n, OLDER, "deny");
+    assert_eq!(n.added_pids(NEWER), Vec::<i32>::new());
+    n.assert_no_shim_errors();
+}
+
+#[test]
+fn callerid_not_found_leaves_the_choice_to_action_unknown() {
+    let n = CallerIdNode::new(0x2600, |c| c.answer(Answer::NotFound));
+    let p = n.login("action_unknown=newest");
+    p.assert_adopted(&n, NEWER, "newest");
+    let p = n.login("action_unknown=deny");
+    p.assert_unknown_denied("deny");
+    let versions: Vec<_> = n.slurmd.requests().iter().map(|s| s.version).collect();
+    assert_eq!(versions, [0x2600, 0x2600]);
+    n.assert_no_shim_errors();
+}
+
+#[test]
+fn callerid_naming_another_users_job_never_adopts_into_it() {
+    let n = CallerIdNode::new(0x2A00, |c| c.answer(Answer::Job(OLDER)));
+    for how in [
+        slurmd::Fault::OtherUsersJob(FOREIGN),
+        // A job that is not on this node at all.
+        slurmd::Fault::OtherUsersJob(4_000_000),
+    ] {
+        n.slurmd.set_fault(how.clone());
+        let p = n.login("action_unknown=deny");
+        p.assert_unknown_denied(&format!("{how} deny"));
+        let p = n.login("action_unknown=newest");
+        p.assert_adopted(&n, NEWER, &format!("{how} newest"));
+    }
+    assert!(n.added_pids(FOREIGN).is_empty());
+    assert_eq!(n.slurmd.requests().len(), 4);
+    n.assert_no_shim_errors();
+}
+
+#[test]
+fn every_callerid_fault_leaves_the_choice_to_action_unknown_in_time() {
+    let n = CallerIdNode::new(0x2C00, |c| c.answer(Answer::Job(OLDER)));
+    let budget = Duration::from_millis(CALLERID_TIMEOUT_MS) + Duration::from_millis(1500);
+    let faults = [
+        slurmd::Fault::Hang,
+        slurmd::Fault::Slow(Duration::from_secs(3)),
+        slurmd::Fault::CloseWithoutReply,
+        slurmd::Fault::WrongVersion,
+        slurmd::Fault::VersionErrorRc,
+        slurmd::Fault::HeaderRejected,
+        slurmd::Fault::MalformedBody,
+        slurmd::Fault::WrongSenderUid,
+        slurmd::Fault::BadHash,
+    ];
+    for fault in faults {
+        if fault == slurmd::Fault::WrongSenderUid && current_uid() != 0 {
+            // Only root can have munged sign as someone else, and the
+            // module trusts SlurmUser, which these tests make us.
+            eprintln!("skipping {fault}: not root");
+            continue;
+        }
+        n.slurmd.set_fault(fault.clone());
+        n.slurmd.clear_requests();
+        let p = n.login("action_unknown=deny");
+        p.assert_unknown_denied(&format!("{fault} deny"));
+        assert!(p.elapsed < budget, "{fault} took {:?}", p.elapsed);
+        let p = n.login("action_unknown=newest");
+        p.assert_adopted(&n, NEWER, &format!("{fault} newest"));
+        assert!(p.elapsed < budget, "{fault} took {:?}", p.elapsed);
+        let seen = n.slurmd.requests();
+        assert!(!seen.is_empty(), "{fault}: the module never asked");
+        assert!(seen.iter().all(|s| s.fault == fault), "{fault}: {seen:?}");
+        if matches!(
+            fault,
+            slurmd::Fault::WrongVersion
+                | slurmd::Fault::VersionErrorRc
+                | slurmd::Fault::HeaderRejected
+        ) {
+            // Refused versions are retried downwards, to 22.05.
+            let versions: Vec<_> = seen.iter().take(7).map(|s| s.version).collect();
+            assert_eq!(
+                versions,
+                [0x2C00, 0x2B00, 0x2A00, 0x2900, 0x2800, 0x2700, 0x2600],
+                "{fault}"
+            );
+        }
+    }
+    assert!(n.added_pids(OLDER).is_empty(), "a faulty answer was used");
+    n.assert_no_shim_errors();
+}
+
+#[test]
+fn callerid_steps_down_to_an_older_slurmd() {
+    // A 26.05 node asking a 24.05 slurmd: 26.05, 25.11, 25.05 and 24.11
+    // are refused (closed, then header-rejected) before 24.05 answers.
+    let n = CallerIdNode::new(0x2D00, |c| {
+        c.answer(Answer::Job(OLDER)).like_release(0x2900)
+    });
+    let p = n.login("action_unknown=deny");
+    p.assert_adopted(&n, OLDER, "stepped down");
+    let versions: Vec<_> = n.slurmd.requests().iter().map(|s| s.version).collect();
+    assert_eq!(versions, [0x2D00, 0x2C00, 0x2B00, 0x2A00, 0x2900]);
+    n.assert_no_shim_errors();
+}
+
+#[test]
+fn without_a_tcp_connection_callerid_is_skipped() {
+    let n = CallerIdNode::new(0x2600, |c| c.answer(Answer::Job(OLDER)));
+    n.node
+        .service("sshd", &format!("timeout_ms={CALLERID_TIMEOUT_MS}"));
+    let p = n.probe(false);
+    assert_eq!(p.tcp(), None);
+    p.assert_adopted(&n, NEWER, "no socket");
+    assert!(n.slurmd.requests().is_empty(), "the module asked anyway");
 }

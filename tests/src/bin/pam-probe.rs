@@ -11,12 +11,19 @@
 //!
 //! `bench N` runs N full transactions (pam_start, pam_acct_mgmt, pam_end)
 //! and prints latency percentiles and the RSS before and after.
+//!
+//! `--tcp-to ADDR:PORT` connects a TCP socket to ADDR:PORT before
+//! pam_start and keeps it open until the probe exits, so the module finds a
+//! TCP connection among the process's fds as it would inside sshd: the
+//! socket's local end plays sshd's end and ADDR:PORT the ssh client, whose
+//! host gets the callerid RPC. It prints `tcp=LOCAL->REMOTE`.
 
 // A test CLI that exits on bad usage or a failed pam_start; the workspace
 // lint against exit() is for the PAM module, which must never do it.
 #![allow(clippy::exit)]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::net::{SocketAddr, TcpStream};
 use std::ptr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -134,6 +141,7 @@ unsafe extern "C" fn conversation(
 struct Args {
     confdir: Option<CString>,
     rhost: Option<CString>,
+    tcp_to: Option<SocketAddr>,
     service: CString,
     user: CString,
     action: Action,
@@ -147,8 +155,9 @@ enum Action {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: pam-probe [--confdir DIR] [--rhost HOST] SERVICE USER [account|session|bench N]\n\
-         Runs a PAM stack as an application would and prints rc=, msg= and env= lines."
+        "usage: pam-probe [--confdir DIR] [--rhost HOST] [--tcp-to ADDR:PORT] SERVICE USER [account|session|bench N]\n\
+         Runs a PAM stack as an application would and prints rc=, msg= and env= lines.\n\
+         --tcp-to holds a TCP connection to ADDR:PORT open meanwhile and prints tcp=LOCAL->REMOTE."
     );
     std::process::exit(2)
 }
@@ -161,11 +170,19 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let mut confdir = None;
     let mut rhost = None;
+    let mut tcp_to = None;
     let mut positional = Vec::new();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--confdir" => confdir = Some(cstring(it.next().unwrap_or_else(|| usage()))),
             "--rhost" => rhost = Some(cstring(it.next().unwrap_or_else(|| usage()))),
+            "--tcp-to" => {
+                tcp_to = Some(
+                    it.next()
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        .unwrap_or_else(|| usage()),
+                );
+            }
             "-h" | "--help" => usage(),
             _ => positional.push(a),
         }
@@ -186,6 +203,7 @@ fn parse_args() -> Args {
     Args {
         confdir,
         rhost,
+        tcp_to,
         service,
         user,
         action,
@@ -275,8 +293,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// The connection `--tcp-to` asks for, kept by the caller until exit.
+fn connect_tcp(to: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap_or_else(|e| {
+        eprintln!("pam-probe: cannot connect to {to}: {e}");
+        std::process::exit(4)
+    });
+    match (stream.local_addr(), stream.peer_addr()) {
+        (Ok(local), Ok(remote)) => println!("tcp={local}->{remote}"),
+        _ => println!("tcp=?->{to}"),
+    }
+    stream
+}
+
 fn main() {
     let args = parse_args();
+    // Opened before pam_start and dropped only at exit, so the module sees
+    // it during the whole transaction.
+    let _tcp = args.tcp_to.map(connect_tcp);
     match args.action {
         Action::Account | Action::AccountAndSession => {
             let (rc, env) = transaction(&args, matches!(args.action, Action::AccountAndSession));
