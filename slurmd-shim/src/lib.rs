@@ -8,5 +8,6 @@
 //! [`munged`] runs a private munged for both to sign with.
 
 pub mod munged;
+mod serve;
 pub mod slurmd;
 pub mod stepd;

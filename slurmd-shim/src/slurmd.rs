@@ -36,8 +36,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::serve::{self, TICK};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use slurm_node::rpc::callerid::{
     CallerIdRequest, CallerIdResponse, decode_callerid_request, encode_callerid_response, encode_rc,
@@ -73,9 +74,6 @@ pub const EXTERN_STEP_ID: u32 = 0xffff_fffc;
 /// The uid [`Fault::WrongSenderUid`] signs as by default: nobody.
 pub const DEFAULT_UNTRUSTED_UID: u32 = 65534;
 
-/// How often blocked shim threads look at the stop flag; bounds how long
-/// dropping a [`SlurmdShim`] takes.
-const TICK: Duration = Duration::from_millis(20);
 /// A client that stops reading must not pin a shim thread forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -592,10 +590,10 @@ impl Connection<'_> {
         };
         let body = self.answer_body(version, answer);
         let reply = match fault {
-            Fault::Hang => return self.hang(),
+            Fault::Hang => return serve::hang(&mut self.stream, || self.shared.stopping()),
             Fault::CloseWithoutReply => return,
             Fault::Slow(delay) => {
-                if !self.pause(delay) {
+                if !serve::pause(delay, || self.shared.stopping()) {
                     return;
                 }
                 self.signed(version, RESPONSE_NETWORK_CALLERID, &body, &body, uid)
@@ -783,7 +781,7 @@ impl Connection<'_> {
             match self.stream.read(rest) {
                 Ok(0) => return false,
                 Ok(n) => got += n,
-                Err(e) if is_tick(&e) && !self.shared.stopping() => {}
+                Err(e) if serve::is_tick(&e) && !self.shared.stopping() => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
@@ -796,44 +794,6 @@ impl Connection<'_> {
         let _ = self.stream.write_all(bytes);
         let _ = self.stream.flush();
     }
-
-    /// Sleep for `delay` unless the shim stops first.
-    fn pause(&self, delay: Duration) -> bool {
-        let until = Instant::now() + delay;
-        loop {
-            if self.shared.stopping() {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            thread::sleep(left.min(TICK));
-        }
-    }
-
-    /// Keep the connection open and say nothing until the client leaves or
-    /// the shim stops; whatever the client sends is swallowed.
-    fn hang(&mut self) {
-        let mut sink = [0u8; 64];
-        loop {
-            match self.stream.read(&mut sink) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if is_tick(&e) && !self.shared.stopping() => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// The read timeout that lets a blocked thread look at the stop flag.
-fn is_tick(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// A credential of `uid` (and its gid, the same number) carrying `payload`,

@@ -22,8 +22,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::serve::{self, TICK};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, ControlMessage, MsgFlags, UnixAddr};
 
@@ -48,9 +49,6 @@ const REQUEST_X11_DISPLAY: i32 = 23;
 const REQUEST_GET_NS_FD: i32 = 26;
 const REQUEST_GET_NS_FDS: i32 = 28;
 
-/// How often blocked shim threads look at the stop flag; bounds how long
-/// dropping a [`StepdShim`] takes.
-const TICK: Duration = Duration::from_millis(20);
 /// A client that stops reading must not pin a shim thread forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -365,12 +363,14 @@ impl Connection<'_> {
             return;
         };
         match self.step.fault {
-            Fault::HangBeforeHandshakeReply => return self.hang(),
+            Fault::HangBeforeHandshakeReply => {
+                return serve::hang(&mut self.stream, || self.shared.stopping());
+            }
             Fault::RejectHandshake => {
                 self.write_ints(&[-1]);
                 return;
             }
-            Fault::Slow(delay) if !self.pause(delay) => return,
+            Fault::Slow(delay) if !serve::pause(delay, || self.shared.stopping()) => return,
             _ => {}
         }
         if !self.accepts_client(client_version) {
@@ -392,13 +392,17 @@ impl Connection<'_> {
                 .or_default()
                 .push(request);
             match self.step.fault {
-                Fault::HangOnRequest => return self.hang(),
+                Fault::HangOnRequest => {
+                    return serve::hang(&mut self.stream, || self.shared.stopping());
+                }
                 Fault::CloseWithoutReply => return,
                 Fault::Garbage => {
                     self.garbage(request);
                     return;
                 }
-                Fault::Slow(delay) if !self.pause(delay) => return,
+                Fault::Slow(delay) if !serve::pause(delay, || self.shared.stopping()) => {
+                    return;
+                }
                 _ => {}
             }
             if !self.answer(request) {
@@ -537,7 +541,7 @@ impl Connection<'_> {
             match self.stream.read(&mut buf[got..]) {
                 Ok(0) => return None,
                 Ok(n) => got += n,
-                Err(e) if is_tick(&e) && !self.shared.stopping() => {}
+                Err(e) if serve::is_tick(&e) && !self.shared.stopping() => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }
@@ -562,44 +566,6 @@ impl Connection<'_> {
         }
         true
     }
-
-    /// Sleep for `delay` unless the shim stops first.
-    fn pause(&self, delay: Duration) -> bool {
-        let until = Instant::now() + delay;
-        loop {
-            if self.shared.stopping() {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            thread::sleep(left.min(TICK));
-        }
-    }
-
-    /// Keep the connection open and say nothing until the client leaves or
-    /// the shim stops; whatever the client sends is swallowed.
-    fn hang(&mut self) {
-        let mut sink = [0u8; 64];
-        loop {
-            match self.stream.read(&mut sink) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if is_tick(&e) && !self.shared.stopping() => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-/// The read timeout that lets a blocked thread look at the stop flag.
-fn is_tick(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Versions, pids and lengths here are all far below `i32::MAX`.
