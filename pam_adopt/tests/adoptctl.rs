@@ -104,3 +104,64 @@ fn bad_module_arguments_are_reported_and_a_broken_config_is_exit_status_2() {
         "the error names file and line: {err}"
     );
 }
+
+#[test]
+fn from_asks_the_source_slurmd_which_job_owns_the_connection() {
+    use slurmd_shim::munged::PrivateMunged;
+    use slurmd_shim::slurmd::{Answer, SlurmdConfig, SlurmdShim};
+
+    let dir = node();
+    let munged = PrivateMunged::start().unwrap_or_else(|e| panic!("{e}"));
+    let slurmd = SlurmdShim::start(
+        "127.0.0.1:0",
+        SlurmdConfig::new(munged.socket()).answer(Answer::Job(42)),
+    )
+    .expect("slurmd shim");
+    let conf = dir.path().join("slurm.conf");
+    let mut text = std::fs::read_to_string(&conf).expect("read conf");
+    text.push_str(&format!(
+        "SlurmdPort={}\nAuthInfo=socket={}\n",
+        slurmd.local_addr().port(),
+        munged.socket().display()
+    ));
+    std::fs::write(&conf, text).expect("write conf");
+    let _stepds = StepdShim::start(
+        &dir.path().join("spool"),
+        NODE,
+        vec![
+            FakeStep::extern_step(42, USER_UID),
+            FakeStep::extern_step(43, USER_UID),
+        ],
+    )
+    .expect("stepd shim");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+        .args([
+            "check",
+            USER,
+            "--from",
+            "127.0.0.1:40000",
+            "--to",
+            "127.0.0.1:22",
+            "--",
+        ])
+        .arg(format!("conf={}", conf.display()))
+        .arg(format!("nodename={NODE}"))
+        .output()
+        .expect("run adoptctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "callerid: slurmd {}: 127.0.0.1:40000 -> 127.0.0.1:22 belongs to job 42",
+            slurmd.local_addr()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("decision: adopt into job 42 (reason: callerid_match)"),
+        "{text}"
+    );
+    let seen = slurmd.requests();
+    assert_eq!(seen.len(), 1, "one RPC: {seen:?}");
+}
