@@ -12,15 +12,14 @@ use slurm_node::conf::{ConfError, NodeEntry, SlurmConf};
 use slurm_node::nodename;
 use slurm_node::select::Candidate;
 use slurm_node::spool::{self, SkipReason, SpoolError, StepSocket};
-use slurm_node::stepd::{NamespaceFd, StepState, StepdClient, StepdError, X11Display};
+use slurm_node::stepd::{
+    NamespaceFd, SCAN_BATCH, StepState, StepdClient, StepdError, X11Display, scan_step_uids,
+};
 
 use crate::options::{AdoptVia, Options};
 
 const PROC_ROOT: &str = "/proc";
 const MOUNTINFO: &str = "/proc/self/mountinfo";
-/// No single stepd may use up the whole login budget: a hung stepd of some
-/// other user must not deny everyone else on the node.
-const MIN_STEP_BUDGET: Duration = Duration::from_millis(100);
 /// How often a stepd that is still starting is asked again.
 const STARTING_POLL: Duration = Duration::from_millis(10);
 
@@ -134,40 +133,46 @@ impl Scan {
     }
 }
 
-/// Ask every extern stepd on the node who owns it, keeping `uid`'s.
+/// Ask every extern stepd on the node who owns it, keeping `uid`'s. All
+/// stepds are asked at once, so a hung one costs the others nothing; the
+/// other users' connections are closed batch by batch, so a node with
+/// thousands of steps never holds more than [`SCAN_BATCH`] of them open.
 pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Scan, NodeError> {
     let listing = spool::list_steps(&view.spool_dir, &view.node.name, &view.trusted_uids)?;
     let mut scan = Scan {
         skipped: listing.skipped,
         ..Scan::default()
     };
-    for socket in listing
+    // A hung stepd keeps the scan waiting until its deadline: stop at half
+    // the budget, so a hung step of another user cannot starve the
+    // adoption into this user's job.
+    let now = Instant::now();
+    let scan_deadline = now + deadline.saturating_duration_since(now) / 2;
+    let mut externs = listing
         .steps
         .into_iter()
-        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
-    {
-        let step_deadline = step_deadline(deadline);
-        let owner = StepdClient::connect_for_uid(&socket.path, step_deadline)
-            .map(|(client, uid)| (uid, client));
-        match owner {
-            Ok((owner, mut client)) if owner == uid => {
-                // The adoption on this connection may use what is left of
-                // the whole login budget, not just this step's share.
-                client.set_deadline(deadline);
-                scan.mine.push(UserJob { socket, client });
+        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID);
+    loop {
+        let batch: Vec<StepSocket> = externs.by_ref().take(SCAN_BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let paths: Vec<PathBuf> = batch.iter().map(|s| s.path.clone()).collect();
+        for (socket, owner) in batch.into_iter().zip(scan_step_uids(&paths, scan_deadline)) {
+            match owner {
+                Ok((mut client, owner)) if owner == uid => {
+                    // The adoption on this connection has the rest of the
+                    // login budget.
+                    client.set_deadline(deadline);
+                    scan.mine.push(UserJob { socket, client });
+                }
+                // Another user's: dropping the client closes it now.
+                Ok(_) => scan.others += 1,
+                Err(e) => scan.unreachable.push((socket.path.clone(), e)),
             }
-            Ok(_) => scan.others += 1,
-            Err(e) => scan.unreachable.push((socket.path.clone(), e)),
         }
     }
     Ok(scan)
-}
-
-/// A share of what is left of the login budget for one stepd.
-fn step_deadline(deadline: Instant) -> Instant {
-    let now = Instant::now();
-    let left = deadline.saturating_duration_since(now);
-    now + (left / 4).max(MIN_STEP_BUDGET).min(left)
 }
 
 /// What the adoption did, for the PAM environment and the log.

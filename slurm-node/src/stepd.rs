@@ -11,12 +11,13 @@
 
 use std::fs::File;
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
 };
@@ -184,26 +185,18 @@ impl StepdClient {
     /// Connect, handshake and ask REQUEST_STEP_UID in one round trip. The
     /// stepd reads the request code only after it has answered the
     /// handshake, so both can go in one write; scanning a node's steps
-    /// then costs one round trip per step instead of two.
+    /// then costs one round trip per step instead of two. The same code
+    /// path as [`scan_step_uids`], for one socket.
     pub fn connect_for_uid(path: &Path, deadline: Instant) -> Result<(Self, u32), StepdError> {
-        const OP: &str = "step_uid";
-        let stream = connect_stream(path, deadline)?;
-        let mut client = StepdClient {
-            stream,
-            path: path.to_owned(),
-            deadline,
-            version: 0,
-            broken_by: None,
-        };
-        let announce = client.announce()?;
-        client.send_ints("handshake", &[announce, REQUEST_STEP_UID])?;
-        client.finish_handshake()?;
-        let uid = client.exchange_reply(OP, |c| {
-            let mut buf = [0u8; 4];
-            c.recv_exact(OP, &mut buf, true)?;
-            Ok(u32::from_ne_bytes(buf))
-        })?;
-        Ok((client, uid))
+        scan_step_uids(&[path.to_owned()], deadline)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| {
+                Err(StepdError::Timeout {
+                    path: path.to_owned(),
+                    op: "connect",
+                })
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -368,24 +361,8 @@ impl StepdClient {
 
     /// Read and check the stepd's answer to the version we announced.
     fn finish_handshake(&mut self) -> Result<(), StepdError> {
-        const OP: &str = "handshake";
-        let reply = self.recv_i32(OP, true)?;
-        let version = u32::try_from(reply).map_err(|_| StepdError::HandshakeRejected {
-            path: self.path.clone(),
-            reply,
-        })?;
-        // Below 22.05 we do not know the reply layouts, and a bogus version
-        // would also pick the wrong state numbering and namespace request.
-        if version < OLDEST_STEPD_VERSION {
-            return Err(self.protocol(
-                OP,
-                format!(
-                    "stepd protocol version {version:#x} is older than the oldest supported \
-                     ({OLDEST_STEPD_VERSION:#x}, Slurm 22.05)"
-                ),
-            ));
-        }
-        self.version = version;
+        let reply = self.recv_i32("handshake", true)?;
+        self.version = check_handshake(&self.path, reply)?;
         Ok(())
     }
 
@@ -405,17 +382,6 @@ impl StepdClient {
             ));
         }
         let result = self.send_ints(op, request).and_then(|()| read_reply(self));
-        self.note_failure(op, &result);
-        result
-    }
-
-    /// Read the reply to a request that was already sent (pipelined).
-    fn exchange_reply<T>(
-        &mut self,
-        op: &'static str,
-        read_reply: impl FnOnce(&mut Self) -> Result<T, StepdError>,
-    ) -> Result<T, StepdError> {
-        let result = read_reply(self);
         self.note_failure(op, &result);
         result
     }
@@ -605,6 +571,410 @@ impl StepdClient {
             path: self.path.clone(),
             op,
             source,
+        }
+    }
+}
+
+/// The stepd's answer to the version we announced: its own version, if we
+/// can talk to it.
+fn check_handshake(path: &Path, reply: i32) -> Result<u32, StepdError> {
+    let version = u32::try_from(reply).map_err(|_| StepdError::HandshakeRejected {
+        path: path.to_owned(),
+        reply,
+    })?;
+    // Below 22.05 we do not know the reply layouts, and a bogus version
+    // would also pick the wrong state numbering and namespace request.
+    if version < OLDEST_STEPD_VERSION {
+        return Err(StepdError::Protocol {
+            path: path.to_owned(),
+            op: "handshake",
+            detail: format!(
+                "stepd protocol version {version:#x} is older than the oldest supported \
+                 ({OLDEST_STEPD_VERSION:#x}, Slurm 22.05)"
+            ),
+        });
+    }
+    Ok(version)
+}
+
+/// At most this many stepd sockets are connecting at once in
+/// [`scan_step_uids`], so a node with thousands of stale sockets cannot use
+/// up sshd's descriptors. A caller that keeps only some of the returned
+/// connections should pass at most this many paths per call.
+pub const SCAN_BATCH: usize = 256;
+
+/// The pipelined request of a scan: the handshake's version, then
+/// REQUEST_STEP_UID; and its reply: the handshake's int, then the uid.
+const UID_REQUEST_LEN: usize = 8;
+const UID_REPLY_LEN: usize = 8;
+const HANDSHAKE_REPLY_LEN: usize = 4;
+
+/// Connect to every socket, send the handshake and STEP_UID to each at
+/// once, and collect the answers as they arrive (poll), all within
+/// `deadline`. The results are in the order of `paths`; each success is a
+/// connection in step for further requests, with `deadline` as its own.
+///
+/// No threads: non-blocking sockets and one `poll` over all of them, so a
+/// hung stepd costs the others nothing. Sockets are handled
+/// [`SCAN_BATCH`] at a time; the successful connections stay open in the
+/// result.
+pub fn scan_step_uids(
+    paths: &[PathBuf],
+    deadline: Instant,
+) -> Vec<Result<(StepdClient, u32), StepdError>> {
+    let mut results = Vec::with_capacity(paths.len());
+    for batch in paths.chunks(SCAN_BATCH) {
+        results.extend(scan_batch(batch, deadline));
+    }
+    results
+}
+
+fn scan_batch(paths: &[PathBuf], deadline: Instant) -> Vec<Result<(StepdClient, u32), StepdError>> {
+    let mut results: Vec<Option<Result<(StepdClient, u32), StepdError>>> =
+        paths.iter().map(|_| None).collect();
+    let mut probes: Vec<Option<UidProbe>> = paths.iter().map(|_| None).collect();
+    if Instant::now() < deadline {
+        for ((path, probe), result) in paths.iter().zip(&mut probes).zip(&mut results) {
+            match UidProbe::new(path) {
+                Ok(p) => *probe = Some(p),
+                Err(e) => *result = Some(Err(e)),
+            }
+        }
+    }
+    let mut pause = CONNECT_RETRY_FIRST;
+    let mut next_connect = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let mut connecting = false;
+        if now >= next_connect {
+            for (probe, result) in probes.iter_mut().zip(&mut results) {
+                if probe.as_ref().is_some_and(|p| !p.connected) {
+                    settle(probe, result, deadline, UidProbe::try_connect);
+                    connecting |= probe.as_ref().is_some_and(|p| !p.connected);
+                }
+            }
+            if connecting {
+                // The backlog of a busy stepd clears when it accepts, which
+                // poll cannot tell us: ask again soon, then less often.
+                next_connect = now + pause;
+                pause = (pause * 2).min(CONNECT_RETRY_MAX);
+            }
+        } else {
+            connecting = probes.iter().flatten().any(|p| !p.connected);
+        }
+        let (ready, polled) = {
+            let mut watched = Vec::new();
+            let mut fds = Vec::new();
+            for (i, probe) in probes.iter().enumerate() {
+                if let Some(p) = probe.as_ref().filter(|p| p.connected) {
+                    let mut events = PollFlags::POLLIN;
+                    if p.sent < UID_REQUEST_LEN {
+                        events |= PollFlags::POLLOUT;
+                    }
+                    fds.push(PollFd::new(p.fd.as_fd(), events));
+                    watched.push(i);
+                }
+            }
+            if fds.is_empty() && !connecting {
+                break;
+            }
+            let mut wake = deadline;
+            if connecting {
+                wake = wake.min(next_connect);
+            }
+            let polled = poll(
+                &mut fds,
+                poll_timeout(wake.saturating_duration_since(Instant::now())),
+            );
+            let ready: Vec<(usize, PollFlags)> = watched
+                .iter()
+                .zip(&fds)
+                .filter_map(|(&i, fd)| {
+                    fd.revents()
+                        .filter(|r| !r.is_empty())
+                        .map(|revents| (i, revents))
+                })
+                .collect();
+            (ready, polled)
+        };
+        match polled {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => {
+                for (probe, result) in probes.iter_mut().zip(&mut results) {
+                    if let Some(p) = probe.take() {
+                        *result = Some(Err(p.io(io::Error::from(errno))));
+                    }
+                }
+                break;
+            }
+        }
+        for (i, revents) in ready {
+            let (Some(probe), Some(result)) = (probes.get_mut(i), results.get_mut(i)) else {
+                continue;
+            };
+            if revents.contains(PollFlags::POLLOUT) {
+                settle(probe, result, deadline, UidProbe::try_send);
+            }
+            if revents.intersects(
+                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL,
+            ) {
+                settle(probe, result, deadline, UidProbe::try_recv);
+            }
+        }
+    }
+    paths
+        .iter()
+        .zip(probes)
+        .zip(results)
+        .map(|((path, probe), result)| match (result, probe) {
+            (Some(result), _) => result,
+            (None, Some(p)) => Err(p.timeout()),
+            (None, None) => Err(StepdError::Timeout {
+                path: path.clone(),
+                op: "connect",
+            }),
+        })
+        .collect()
+}
+
+/// Advance one probe with `step`; a finished one (answered or failed)
+/// moves from `probe` to `result`, its socket kept or closed.
+fn settle(
+    probe: &mut Option<UidProbe>,
+    result: &mut Option<Result<(StepdClient, u32), StepdError>>,
+    deadline: Instant,
+    step: fn(&mut UidProbe) -> Result<bool, StepdError>,
+) {
+    let Some(p) = probe.as_mut() else {
+        return;
+    };
+    match step(p) {
+        Ok(false) => {}
+        Ok(true) => *result = probe.take().map(|p| p.into_client(deadline)),
+        Err(e) => {
+            *probe = None;
+            *result = Some(Err(e));
+        }
+    }
+}
+
+/// Milliseconds for poll(2), rounded up so a wait never ends just short
+/// of the instant it is for and spins.
+fn poll_timeout(left: Duration) -> PollTimeout {
+    i32::try_from(left.as_micros().div_ceil(1000))
+        .ok()
+        .and_then(|ms| PollTimeout::try_from(ms).ok())
+        .unwrap_or(PollTimeout::MAX)
+}
+
+/// One stepd being asked its step's uid on a non-blocking socket.
+#[derive(Debug)]
+struct UidProbe {
+    path: PathBuf,
+    addr: UnixAddr,
+    fd: OwnedFd,
+    connected: bool,
+    request: [u8; UID_REQUEST_LEN],
+    sent: usize,
+    reply: [u8; UID_REPLY_LEN],
+    got: usize,
+    /// The stepd's version, once its handshake reply is in and acceptable.
+    version: Option<u32>,
+}
+
+impl UidProbe {
+    fn new(path: &Path) -> Result<UidProbe, StepdError> {
+        let connect_err = |source: io::Error| StepdError::Connect {
+            path: path.to_owned(),
+            source,
+        };
+        let announce =
+            i32::try_from(CLIENT_PROTOCOL_VERSION).map_err(|_| StepdError::Protocol {
+                path: path.to_owned(),
+                op: "handshake",
+                detail: "client version does not fit an int".to_owned(),
+            })?;
+        let mut request = [0u8; UID_REQUEST_LEN];
+        for (dst, src) in request.iter_mut().zip(
+            announce
+                .to_ne_bytes()
+                .into_iter()
+                .chain(REQUEST_STEP_UID.to_ne_bytes()),
+        ) {
+            *dst = src;
+        }
+        let addr = UnixAddr::new(path).map_err(|e| connect_err(e.into()))?;
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(|e| connect_err(e.into()))?;
+        Ok(UidProbe {
+            path: path.to_owned(),
+            addr,
+            fd,
+            connected: false,
+            request,
+            sent: 0,
+            reply: [0; UID_REPLY_LEN],
+            got: 0,
+            version: None,
+        })
+    }
+
+    /// The operation the probe is in, for errors.
+    fn op(&self) -> &'static str {
+        if !self.connected {
+            "connect"
+        } else if self.got < HANDSHAKE_REPLY_LEN {
+            "handshake"
+        } else {
+            "step_uid"
+        }
+    }
+
+    /// Ok(true) when the whole reply is in.
+    fn try_connect(&mut self) -> Result<bool, StepdError> {
+        match socket::connect(self.fd.as_raw_fd(), &self.addr) {
+            Ok(()) | Err(Errno::EISCONN) => {
+                self.connected = true;
+                self.try_send()
+            }
+            // EAGAIN: the backlog is full; tried again in a later round.
+            Err(Errno::EINTR | Errno::EAGAIN | Errno::EINPROGRESS | Errno::EALREADY) => Ok(false),
+            Err(errno) => Err(StepdError::Connect {
+                path: self.path.clone(),
+                source: errno.into(),
+            }),
+        }
+    }
+
+    fn try_send(&mut self) -> Result<bool, StepdError> {
+        while let Some(rest) = self.request.get(self.sent..).filter(|r| !r.is_empty()) {
+            // MSG_NOSIGNAL: a stepd that went away must not SIGPIPE sshd.
+            match socket::send(
+                self.fd.as_raw_fd(),
+                rest,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => return Err(self.ended()),
+                Ok(n) => self.sent += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(false),
+                // The stepd closed, maybe after answering (a rejected
+                // handshake): what it sent, or the EOF, tells which.
+                Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
+                    self.sent = UID_REQUEST_LEN;
+                }
+                Err(errno) => return Err(self.io(errno.into())),
+            }
+        }
+        Ok(false)
+    }
+
+    fn try_recv(&mut self) -> Result<bool, StepdError> {
+        // Never more than the reply: the stepd sends nothing unasked, and
+        // anything past it belongs to the next request.
+        while let Some(rest) = self.reply.get_mut(self.got..).filter(|r| !r.is_empty()) {
+            match socket::recv(self.fd.as_raw_fd(), rest, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) | Err(Errno::ECONNRESET) => return Err(self.ended()),
+                Ok(n) => {
+                    self.got += n;
+                    if self.version.is_none() && self.got >= HANDSHAKE_REPLY_LEN {
+                        let [a, b, c, d, ..] = self.reply;
+                        let reply = i32::from_ne_bytes([a, b, c, d]);
+                        self.version = Some(check_handshake(&self.path, reply)?);
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(Errno::EPIPE | Errno::ENOTCONN) => return Err(self.ended()),
+                Err(errno) => return Err(self.io(errno.into())),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The stepd closed before the reply was complete.
+    fn ended(&self) -> StepdError {
+        let op = self.op();
+        let (got, len) = if self.got < HANDSHAKE_REPLY_LEN {
+            (self.got, HANDSHAKE_REPLY_LEN)
+        } else {
+            (
+                self.got - HANDSHAKE_REPLY_LEN,
+                UID_REPLY_LEN - HANDSHAKE_REPLY_LEN,
+            )
+        };
+        if got == 0 {
+            StepdError::Closed {
+                path: self.path.clone(),
+                op,
+            }
+        } else {
+            StepdError::Protocol {
+                path: self.path.clone(),
+                op,
+                detail: format!("connection closed mid-reply ({got} of {len} bytes)"),
+            }
+        }
+    }
+
+    fn timeout(&self) -> StepdError {
+        StepdError::Timeout {
+            path: self.path.clone(),
+            op: self.op(),
+        }
+    }
+
+    fn io(&self, source: io::Error) -> StepdError {
+        StepdError::Io {
+            path: self.path.clone(),
+            op: self.op(),
+            source,
+        }
+    }
+
+    /// The answered probe as a blocking connection, in step for the
+    /// requests after STEP_UID.
+    fn into_client(self, deadline: Instant) -> Result<(StepdClient, u32), StepdError> {
+        let [_, _, _, _, a, b, c, d] = self.reply;
+        let uid = u32::from_ne_bytes([a, b, c, d]);
+        let Some(version) = self.version else {
+            return Err(self.protocol_gap());
+        };
+        let stream = UnixStream::from(self.fd);
+        // Blocking from here on: the per-call socket timeouts bound each
+        // read and write instead.
+        if let Err(source) = stream.set_nonblocking(false) {
+            return Err(StepdError::Io {
+                path: self.path,
+                op: "step_uid",
+                source,
+            });
+        }
+        Ok((
+            StepdClient {
+                stream,
+                path: self.path,
+                deadline,
+                version,
+                broken_by: None,
+            },
+            uid,
+        ))
+    }
+
+    fn protocol_gap(&self) -> StepdError {
+        StepdError::Protocol {
+            path: self.path.clone(),
+            op: "handshake",
+            detail: "handshake reply missing".to_owned(),
         }
     }
 }

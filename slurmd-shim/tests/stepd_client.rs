@@ -736,3 +736,105 @@ fn connect_for_uid_ends_in_an_error_within_the_deadline_on_every_fault() {
         assert!(result.is_err(), "{fault:?} gave {result:?}");
     }
 }
+
+#[test]
+fn scan_step_uids_reads_every_owner_in_order() {
+    let spool = Spool::new();
+    let owner = |job: u32| 2000 + job % 7;
+    let _shim = spool.serve(
+        (1..=50)
+            .map(|job| FakeStep::extern_step(job, owner(job)))
+            .collect(),
+    );
+    let paths: Vec<PathBuf> = (1..=50).map(|job| spool.socket(job)).collect();
+    let results = slurm_node::stepd::scan_step_uids(&paths, soon());
+    assert_eq!(results.len(), 50);
+    for (job, (path, result)) in (1..=50).zip(paths.iter().zip(results)) {
+        let (client, uid) = result.unwrap_or_else(|e| panic!("job {job}: {e}"));
+        assert_eq!(uid, owner(job), "job {job}");
+        assert_eq!(client.path(), path);
+        assert_eq!(client.protocol_version(), 0x2600);
+    }
+}
+
+#[test]
+fn scan_step_uids_isolates_faulty_stepds_within_the_deadline() {
+    let faults = [
+        Fault::HangBeforeHandshakeReply,
+        Fault::HangOnRequest,
+        Fault::CloseWithoutReply,
+        Fault::RejectHandshake,
+        Fault::WrongVersion,
+        Fault::Garbage,
+        Fault::Slow(Duration::from_secs(2)),
+    ];
+    let spool = Spool::new();
+    // Jobs 1..=7 are faulty, 101..=110 fine, interleaved in the paths.
+    let mut steps: Vec<FakeStep> = faults
+        .iter()
+        .zip(1..)
+        .map(|(fault, job)| step_with(job, fault.clone()))
+        .collect();
+    steps.extend((101..=110).map(|job| FakeStep::extern_step(job, UID)));
+    let shim = spool.serve(steps);
+    let mut jobs: Vec<u32> = Vec::new();
+    for i in 0..10u32 {
+        jobs.push(101 + i);
+        if let Some(faulty) = (1..=7u32).nth(i as usize) {
+            jobs.push(faulty);
+        }
+    }
+    let paths: Vec<PathBuf> = jobs.iter().map(|&job| spool.socket(job)).collect();
+    let results = timed("scan_step_uids", |deadline| {
+        slurm_node::stepd::scan_step_uids(&paths, deadline)
+    });
+    assert_eq!(results.len(), jobs.len());
+    for (&job, (path, result)) in jobs.iter().zip(paths.iter().zip(results)) {
+        if job > 100 {
+            let (mut client, uid) = result.unwrap_or_else(|e| panic!("job {job}: {e}"));
+            assert_eq!(uid, UID);
+            // The scan spent its whole budget waiting for the hung ones.
+            client.set_deadline(soon());
+            client.add_extern_pid(4242).expect("add_extern_pid");
+            assert_eq!(shim.added_pids(job), [4242]);
+            assert_eq!(shim.requests(job), [20, 22]);
+            continue;
+        }
+        let fault = &faults[job as usize - 1];
+        let err = result.expect_err(&format!("{fault:?} must fail"));
+        assert_eq!(err.path(), path);
+        match (fault, &err) {
+            (Fault::HangBeforeHandshakeReply | Fault::Slow(_), StepdError::Timeout { op, .. }) => {
+                assert_eq!(*op, "handshake")
+            }
+            (Fault::HangOnRequest, StepdError::Timeout { op, .. })
+            | (Fault::CloseWithoutReply, StepdError::Closed { op, .. })
+            | (Fault::Garbage, StepdError::Protocol { op, .. }) => assert_eq!(*op, "step_uid"),
+            (Fault::RejectHandshake, StepdError::HandshakeRejected { reply: -1, .. }) => {}
+            (Fault::WrongVersion, StepdError::Protocol { op, .. }) => assert_eq!(*op, "handshake"),
+            _ => panic!("{fault:?} gave {err:?}"),
+        }
+    }
+}
+
+#[test]
+fn scan_step_uids_with_a_passed_deadline_times_out_every_step() {
+    let spool = Spool::new();
+    let _shim = spool.serve(vec![FakeStep::extern_step(1, UID)]);
+    let paths = vec![spool.socket(1), spool.socket(2)];
+    let results = slurm_node::stepd::scan_step_uids(&paths, Instant::now());
+    assert_eq!(results.len(), 2);
+    for result in results {
+        assert!(
+            matches!(result, Err(StepdError::Timeout { op: "connect", .. })),
+            "{result:?}"
+        );
+    }
+    let results = slurm_node::stepd::scan_step_uids(&paths, soon());
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(
+        matches!(results[1], Err(StepdError::Connect { .. })),
+        "{:?}",
+        results[1]
+    );
+}

@@ -114,6 +114,12 @@ impl Node {
     }
 
     fn probe_env(&self, service: &str, user: &str, env: &[(&str, &str)]) -> Probe {
+        self.run_probe(service, user, "account", env)
+    }
+
+    /// `action`: pam-probe's `account` or `session` (account, then
+    /// setcred, open_session, close_session).
+    fn run_probe(&self, service: &str, user: &str, action: &str, env: &[(&str, &str)]) -> Probe {
         assert!(
             Path::new(PAM_WRAPPER).exists(),
             "{PAM_WRAPPER} is missing: install libpam-wrapper (the README's test command does)"
@@ -121,7 +127,7 @@ impl Node {
         let _one_at_a_time = probe_lock();
         let started = Instant::now();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pam-probe"));
-        cmd.args(["--rhost", "10.9.8.7", service, user, "account"])
+        cmd.args(["--rhost", "10.9.8.7", service, user, action])
             .env("LD_PRELOAD", PAM_WRAPPER)
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", self.dir.path().join("pam.d"));
@@ -757,4 +763,74 @@ fn without_a_tcp_connection_callerid_is_skipped() {
     assert_eq!(p.tcp(), None);
     p.assert_adopted(&n, NEWER, "no socket");
     assert!(n.slurmd.requests().is_empty(), "the module asked anyway");
+}
+
+#[test]
+fn session_phase_returns_success_for_users_and_ignore_where_it_does_not_apply() {
+    let node = Node::new();
+    let _shim = node.shim(vec![FakeStep::extern_step(21, USER_UID)]);
+    let module = module_path().display().to_string();
+    let conf = node.conf().display().to_string();
+    let stack = |service: &str| {
+        format!(
+            "auth required {PAM_PERMIT}\n\
+             account required {module} conf={conf} nodename={NODE} service={service}\n\
+             session required {module} conf={conf} nodename={NODE} service={service}\n"
+        )
+    };
+    let write = |name: &str, text: String| {
+        std::fs::write(node.dir.path().join("pam.d").join(name), text).expect("service file")
+    };
+    // The module alone decides: SUCCESS for a user it applies to.
+    write("sshd", stack("sshd"));
+    let p = node.run_probe("sshd", USER, "session", &[]);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert!(
+        p.stdout.contains("open_session=0 close_session=0"),
+        "{}",
+        p.stdout
+    );
+
+    // Not its service: PAM_IGNORE, so a following pam_permit decides.
+    write(
+        "other",
+        format!(
+            "{}session required {PAM_PERMIT}\naccount required {PAM_PERMIT}\n",
+            stack("sshd")
+        ),
+    );
+    let p = node.run_probe("other", USER, "session", &[]);
+    assert!(
+        p.stdout.contains("open_session=0 close_session=0"),
+        "{}",
+        p.stdout
+    );
+    // Alone, PAM_IGNORE leaves libpam with no decision, which it refuses:
+    // proof the module did not return SUCCESS for a service it ignores.
+    write(
+        "lonely",
+        format!(
+            "auth required {PAM_PERMIT}\naccount required {PAM_PERMIT}\nsession required {module} service=sshd\n"
+        ),
+    );
+    let p = node.run_probe("lonely", USER, "session", &[]);
+    assert!(!p.stdout.contains("open_session=0"), "{}", p.stdout);
+}
+
+#[test]
+fn a_hung_stepd_of_another_user_does_not_starve_the_adoption() {
+    let node = Node::new();
+    let mut hung = FakeStep::extern_step(50, USER_UID + 1);
+    hung.fault = Fault::HangBeforeHandshakeReply;
+    let shim = node.shim(vec![hung, FakeStep::extern_step(51, USER_UID)]);
+    node.service("sshd", "timeout_ms=600");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("SLURM_JOB_ID").as_deref(), Some("51"));
+    assert_eq!(shim.added_pids(51), [p.pid as i32]);
+    assert!(
+        p.elapsed < Duration::from_millis(600 + 1500),
+        "took {:?}",
+        p.elapsed
+    );
 }
