@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Newcomer demo: a real Slurm node on this host (Debian 12, as root) with
-# pam_adopt.so in the account stack of a test sshd on 127.0.0.1:2222.
+# pam_adopt.so in the account stack of a test sshd on 127.0.0.1:2200.
 # Shows a login denied without a job and a login adopted into a job, then
 # leaves everything running.
 set -euo pipefail
@@ -20,7 +20,7 @@ source "$repo/tests/real-slurm/lib.sh"
 install -D -m 0644 "$repo/target/release/libpam_adopt.so" /usr/local/lib/slurm-adopt-tests/pam_adopt.so
 install -D -m 0755 "$repo/target/release/adoptctl" /usr/local/sbin/adoptctl
 
-port=2222
+port=2200
 stack=/var/lib/slurm-adopt-tests/demo-account
 printf 'account required pam_unix.so\naccount required /usr/local/lib/slurm-adopt-tests/pam_adopt.so\n' >"$stack"
 stop_test_sshd "$port" 2>/dev/null || true
