@@ -787,10 +787,6 @@ struct UidProbe {
 
 impl UidProbe {
     fn new(path: &Path) -> Result<UidProbe, StepdError> {
-        let connect_err = |source: io::Error| StepdError::Connect {
-            path: path.to_owned(),
-            source,
-        };
         let announce =
             i32::try_from(CLIENT_PROTOCOL_VERSION).map_err(|_| StepdError::Protocol {
                 path: path.to_owned(),
@@ -806,14 +802,7 @@ impl UidProbe {
         ) {
             *dst = src;
         }
-        let addr = UnixAddr::new(path).map_err(|e| connect_err(e.into()))?;
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-        .map_err(|e| connect_err(e.into()))?;
+        let (addr, fd) = nonblocking_socket(path)?;
         Ok(UidProbe {
             path: path.to_owned(),
             addr,
@@ -1000,6 +989,24 @@ fn reopen(fd: &ReceivedFd) -> io::Result<OwnedFd> {
     File::open(link).map(OwnedFd::from)
 }
 
+/// A non-blocking, close-on-exec unix stream socket and the address of
+/// `path`, not yet connected.
+fn nonblocking_socket(path: &Path) -> Result<(UnixAddr, OwnedFd), StepdError> {
+    let connect_err = |source: io::Error| StepdError::Connect {
+        path: path.to_owned(),
+        source,
+    };
+    let addr = UnixAddr::new(path).map_err(|e| connect_err(e.into()))?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| connect_err(e.into()))?;
+    Ok((addr, fd))
+}
+
 /// Non-blocking connect, so a stepd with a full backlog (busy or wedged)
 /// costs at most the deadline instead of blocking in connect(2).
 fn connect_stream(path: &Path, deadline: Instant) -> Result<UnixStream, StepdError> {
@@ -1011,14 +1018,7 @@ fn connect_stream(path: &Path, deadline: Instant) -> Result<UnixStream, StepdErr
         path: path.to_owned(),
         op: "connect",
     };
-    let addr = UnixAddr::new(path).map_err(|e| connect_err(e.into()))?;
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| connect_err(e.into()))?;
+    let (addr, fd) = nonblocking_socket(path)?;
     let mut pause = CONNECT_RETRY_FIRST;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

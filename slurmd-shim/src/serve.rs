@@ -3,7 +3,8 @@
 //! blocked thread.
 
 use std::io::{self, Read};
-use std::thread;
+use std::sync::{Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// How often a blocked connection thread looks at the stop flag; sockets
@@ -46,4 +47,13 @@ pub(crate) fn is_tick(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// Wait for every connection thread a shim started; each ends within a
+/// [`TICK`] of the stop flag being set.
+pub(crate) fn join_all(connections: &Mutex<Vec<JoinHandle<()>>>) {
+    let handles = std::mem::take(&mut *connections.lock().unwrap_or_else(PoisonError::into_inner));
+    for handle in handles {
+        let _ = handle.join();
+    }
 }

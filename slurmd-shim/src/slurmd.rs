@@ -404,16 +404,7 @@ impl Drop for SlurmdShim {
             let _ = handle.join();
         }
         // The listener is gone, so no connection thread is added any more.
-        let connections = std::mem::take(
-            &mut *self
-                .shared
-                .connections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for handle in connections {
-            let _ = handle.join();
-        }
+        serve::join_all(&self.shared.connections);
     }
 }
 

@@ -275,16 +275,7 @@ impl Drop for StepdShim {
             let _ = handle.join();
         }
         // The listeners are gone, so no connection thread is added any more.
-        let connections = std::mem::take(
-            &mut *self
-                .shared
-                .connections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for handle in connections {
-            let _ = handle.join();
-        }
+        serve::join_all(&self.shared.connections);
         for (_, _, path) in &self.sockets {
             let _ = fs::remove_file(path);
         }
