@@ -18,7 +18,26 @@ use slurm_node::select::{self, CallerId, Selection};
 /// the PAM module, with the same module arguments, and reports what it
 /// finds. It never adopts a process and never changes a file.
 #[derive(Debug, Parser)]
-#[command(name = "adoptctl", version, about, long_about)]
+#[command(
+    name = "adoptctl",
+    version,
+    about,
+    long_about,
+    after_long_help = "\
+Examples:
+  adoptctl check alice
+  adoptctl check alice -- action_unknown=deny nodename=c1
+  adoptctl check alice --from 10.1.2.3:51234 -- conf=/opt/slurm/etc/slurm.conf
+
+Files:
+  /etc/slurm/slurm.conf   read unless conf= is among the module arguments
+                          (SLURM_CONF in the environment is never read)
+  cgroup.conf             beside slurm.conf
+  SlurmdSpoolDir          the <NodeName>_<job>.4294967292 stepd sockets
+
+The module logs one line per login to syslog (authpriv): grep pam_adopt in
+/var/log/auth.log (Debian) or /var/log/secure (RHEL)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
