@@ -1,7 +1,14 @@
 //! adoptctl: look at what pam_adopt.so would do on this node, without
 //! doing it.
 
+mod doctor;
+mod pamstack;
+mod report;
+mod slurmlines;
+mod sshdconf;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -25,6 +32,8 @@ use slurm_node::select::{self, CallerId, Selection};
     long_about,
     after_long_help = "\
 Examples:
+  adoptctl doctor
+  adoptctl doctor --root /srv/review/c1 --nodename c1 --json
   adoptctl check alice
   adoptctl check alice -- action_unknown=deny nodename=c1
   adoptctl check alice --from 10.1.2.3:51234 -- conf=/opt/slurm/etc/slurm.conf
@@ -70,6 +79,45 @@ enum Command {
         #[arg(last = true)]
         module_args: Vec<String>,
     },
+    /// Check this node's PAM, sshd and Slurm configuration for the mistakes
+    /// that deny everyone, let logins in unconfined, or let them escape
+    /// their job.
+    ///
+    /// Reads the PAM service file with its includes, sshd_config with its
+    /// Include files and Match blocks, slurm.conf and cgroup.conf (the
+    /// module's conf= if given), the cgroup mode, the module's options and
+    /// SELinux state, and prints one line per finding: ok, warn or fail,
+    /// the check, FILE:LINE and what it means, then a one-sentence fix.
+    /// Nothing is changed. Exit status: 0 all ok, 1 warnings, 2 failures.
+    Doctor {
+        /// The PAM service to check (/etc/pam.d/SERVICE).
+        #[arg(long, default_value = "sshd", value_name = "SERVICE")]
+        pam_service: String,
+        /// Read every file under DIR instead of / (a copy of a node's
+        /// /etc, and optionally proc/self/mountinfo and sys/fs/selinux).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Read this file as the service's PAM file (its includes are still
+        /// taken from /etc/pam.d, under --root).
+        #[arg(long, value_name = "PATH")]
+        pam_file: Option<PathBuf>,
+        /// Read this sshd_config instead of /etc/ssh/sshd_config.
+        #[arg(long, value_name = "PATH")]
+        sshd_config: Option<PathBuf>,
+        /// This node's NodeName (default: nodename= on the PAM line, else
+        /// found from the host name the way the module does).
+        #[arg(long, value_name = "NAME")]
+        nodename: Option<String>,
+        /// The host name to look up in slurm.conf instead of this host's.
+        #[arg(long, value_name = "NAME", conflicts_with = "nodename")]
+        hostname: Option<String>,
+        /// Treat files under DIR (a node path) as on a network filesystem.
+        #[arg(long, value_name = "DIR", hide = true)]
+        network_fs: Vec<PathBuf>,
+        /// Print a JSON array of {check, status, file, line, message, fix}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +130,33 @@ fn main() -> ExitCode {
             to,
             module_args,
         } => check(&user, &service, from, to, &module_args),
+        Command::Doctor {
+            pam_service,
+            root,
+            pam_file,
+            sshd_config,
+            nodename,
+            hostname,
+            network_fs,
+            json,
+        } => {
+            let args = doctor::Args {
+                root: doctor::Root::new(root),
+                service: pam_service,
+                pam_file,
+                sshd_config,
+                nodename,
+                hostname,
+                network_fs,
+            };
+            let findings = doctor::run(&args);
+            if json {
+                print!("{}", report::json(&findings));
+            } else {
+                print!("{}", report::text(&findings));
+            }
+            ExitCode::from(report::exit_code(&findings))
+        }
     }
 }
 

@@ -1,0 +1,859 @@
+//! `adoptctl doctor` on fixture trees: the correct node in
+//! fixtures/doctor/good passes, and each misconfiguration, introduced one at
+//! a time into a copy of it, is reported as the right finding with its file
+//! and line.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const NODE: &str = "c1";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/doctor/good")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            // fs::copy keeps the mode, so the hooks stay executable.
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A copy of the good node to break.
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_tree(&fixture(), dir.path());
+        Node { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Replace `from` by `to` in `rel`; `from` must be there.
+    fn edit(&self, rel: &str, from: &str, to: &str) -> &Node {
+        let p = self.path(rel);
+        let text = fs::read_to_string(&p).expect("read fixture file");
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        fs::write(&p, text.replacen(from, to, 1)).expect("write");
+        self
+    }
+
+    fn write(&self, rel: &str, text: &str) -> &Node {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, text).expect("write");
+        self
+    }
+
+    fn doctor(&self, extra: &[&str]) -> Report {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_adoptctl"));
+        cmd.arg("doctor").arg("--root").arg(self.dir.path());
+        if !extra
+            .iter()
+            .any(|a| *a == "--hostname" || *a == "--nodename")
+        {
+            cmd.args(["--nodename", NODE]);
+        }
+        let out = cmd.args(extra).output().expect("run adoptctl");
+        Report {
+            code: out.status.code().expect("exit code"),
+            text: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Report {
+    code: i32,
+    text: String,
+    stderr: String,
+}
+
+/// A finding line: status, check, place, message.
+#[derive(Debug)]
+struct Line<'a> {
+    status: &'a str,
+    check: &'a str,
+    place: &'a str,
+    message: String,
+}
+
+impl Report {
+    fn lines(&self) -> Vec<Line<'_>> {
+        self.text
+            .lines()
+            // Neither fix lines (indented) nor the summary line.
+            .filter(|l| !l.starts_with(' ') && !l.starts_with(|c: char| c.is_ascii_digit()))
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let (status, check, place) = (w.next()?, w.next()?, w.next()?);
+                Some(Line {
+                    status,
+                    check,
+                    place,
+                    message: w.collect::<Vec<_>>().join(" "),
+                })
+            })
+            .collect()
+    }
+
+    /// The one finding of `check` with `status` at `place`; panics with the
+    /// whole report otherwise.
+    fn expect(&self, status: &str, check: &str, place: &str) -> String {
+        let lines = self.lines();
+        let hit: Vec<&Line<'_>> = lines
+            .iter()
+            .filter(|l| l.status == status && l.check == check && l.place == place)
+            .collect();
+        assert_eq!(
+            hit.len(),
+            1,
+            "expected one `{status} {check} {place}` in:\n{}\n{}",
+            self.text,
+            self.stderr
+        );
+        hit[0].message.clone()
+    }
+
+    /// Nothing but `check` is reported as warn or fail.
+    fn only_problem(&self, check: &str) {
+        for l in self.lines() {
+            assert!(
+                l.status == "ok" || l.check == check,
+                "unexpected {} {} in:\n{}",
+                l.status,
+                l.check,
+                self.text
+            );
+        }
+    }
+}
+
+#[test]
+fn the_good_node_passes() {
+    let r = Node::new().doctor(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.text, r.stderr);
+    let lines = r.lines();
+    assert!(lines.len() >= 18, "{}", r.text);
+    assert!(lines.iter().all(|l| l.status == "ok"), "{}", r.text);
+    for check in [
+        "account-module",
+        "module-installed",
+        "shared-fs",
+        "account-last",
+        "account-short-circuit",
+        "admin-bypass",
+        "fail-open",
+        "session-systemd",
+        "use-pam",
+        "kbd-interactive",
+        "auth-methods",
+        "prolog-flags",
+        "proctrack",
+        "task-plugin",
+        "hooks",
+        "login-node",
+        "cgroup-mode",
+        "selinux",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.check == check),
+            "no {check} in:\n{}",
+            r.text
+        );
+    }
+    r.expect("ok", "account-module", "/etc/pam.d/sshd:10");
+    assert!(r.text.ends_with("0 warnings, 0 failures\n"), "{}", r.text);
+}
+
+#[test]
+fn module_missing_from_the_account_stack() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "-account   required     pam_adopt.so",
+        "#-account   required     pam_adopt.so",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "account-module", "/etc/pam.d/sshd");
+    r.only_problem("account-module");
+}
+
+#[test]
+fn module_file_not_installed() {
+    let n = Node::new();
+    fs::remove_file(n.path("usr/lib/x86_64-linux-gnu/security/pam_adopt.so")).expect("rm");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "module-installed", "/etc/pam.d/sshd:10");
+    assert!(msg.contains("unconfined"), "{msg}");
+}
+
+#[test]
+fn module_not_last_in_the_account_stack() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "action_unknown=newest\n",
+        "action_unknown=newest\naccount required pam_time.so\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "account-last", "/etc/pam.d/sshd:10");
+    assert!(msg.contains("pam_time.so (/etc/pam.d/sshd:11)"), "{msg}");
+    r.only_problem("account-last");
+}
+
+#[test]
+fn module_after_an_include_that_follows_it() {
+    // The module above `@include common-account`: common-account's lines run after it.
+    let n = Node::new();
+    n.edit("etc/pam.d/sshd", "@include common-account\n", "")
+        .edit(
+            "etc/pam.d/sshd",
+            "action_unknown=newest\n",
+            "action_unknown=newest\n@include common-account\n",
+        );
+    let r = n.doctor(&[]);
+    let msg = r.expect("fail", "account-last", "/etc/pam.d/sshd:9");
+    assert!(
+        msg.contains("pam_unix.so (/etc/pam.d/common-account:2)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn optional_control_does_not_deny() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "-account   required     pam_adopt.so",
+        "account optional pam_adopt.so",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "account-control", "/etc/pam.d/sshd:10");
+    r.only_problem("account-control");
+}
+
+#[test]
+fn pam_localuser_sufficient_short_circuits() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/common-account",
+        "# shared account stack (pam-auth-update layout)\n",
+        "# shared account stack (pam-auth-update layout)\naccount sufficient pam_localuser.so\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect(
+        "fail",
+        "account-short-circuit",
+        "/etc/pam.d/common-account:2",
+    );
+    assert!(msg.contains("pam_localuser.so"), "{msg}");
+    r.only_problem("account-short-circuit");
+}
+
+#[test]
+fn a_jump_over_the_module_short_circuits() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/common-account",
+        "[success=1 new_authtok_reqd=done default=ignore]",
+        "[success=3 new_authtok_reqd=done default=ignore]",
+    );
+    let r = n.doctor(&[]);
+    let msg = r.expect(
+        "fail",
+        "account-short-circuit",
+        "/etc/pam.d/common-account:2",
+    );
+    assert!(msg.contains("success=3"), "{msg}");
+}
+
+#[test]
+fn substack_done_does_not_short_circuit() {
+    let n = Node::new();
+    n.write(
+        "etc/pam.d/site-account",
+        "account [success=done default=ignore] pam_localuser.so\n",
+    )
+    .edit(
+        "etc/pam.d/sshd",
+        "@include common-account\n",
+        "@include common-account\naccount substack site-account\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+}
+
+#[test]
+fn admin_bypass_before_the_module_is_fine() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "@include common-account\n",
+        "@include common-account\naccount sufficient pam_access.so accessfile=/etc/security/access-admins.conf\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let msg = r.expect("ok", "admin-bypass", "/etc/pam.d/sshd:9");
+    assert!(msg.contains("not adopted"), "{msg}");
+}
+
+#[test]
+fn admin_bypass_after_the_module_is_a_warning() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "action_unknown=newest\n",
+        "action_unknown=newest\naccount sufficient pam_listfile.so item=group sense=allow file=/etc/adm onerr=fail\n",
+    );
+    let r = n.doctor(&[]);
+    r.expect("warn", "admin-bypass", "/etc/pam.d/sshd:11");
+    // It also makes the module not last.
+    r.expect("fail", "account-last", "/etc/pam.d/sshd:10");
+}
+
+#[test]
+fn admin_bypass_required_restricts_instead() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "@include common-account\n",
+        "@include common-account\naccount required pam_access.so\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    let msg = r.expect("warn", "admin-bypass", "/etc/pam.d/sshd:9");
+    assert!(msg.contains("restricts"), "{msg}");
+    r.only_problem("admin-bypass");
+}
+
+#[test]
+fn pam_systemd_in_an_included_session_stack() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/common-session",
+        "pam_unix.so\n",
+        "pam_unix.so\nsession\toptional\tpam_systemd.so\n",
+    );
+    fs::write(
+        n.path("usr/lib/x86_64-linux-gnu/security/pam_systemd.so"),
+        "",
+    )
+    .expect("so");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "session-systemd", "/etc/pam.d/common-session:6");
+    r.only_problem("session-systemd");
+}
+
+#[test]
+fn pam_systemd_followed_by_the_session_phase_adoption() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/common-session",
+        "pam_unix.so\n",
+        "pam_unix.so\nsession\toptional\tpam_systemd.so\n",
+    )
+    .edit(
+        "etc/pam.d/sshd",
+        "@include common-session\n",
+        "@include common-session\nsession required pam_adopt.so adopt_in=session\n",
+    );
+    fs::write(
+        n.path("usr/lib/x86_64-linux-gnu/security/pam_systemd.so"),
+        "",
+    )
+    .expect("so");
+    let r = n.doctor(&[]);
+    let msg = r.expect("ok", "session-systemd", "/etc/pam.d/common-session:6");
+    assert!(msg.contains("/etc/pam.d/sshd:16"), "{msg}");
+    assert_eq!(r.code, 0, "{}", r.text);
+}
+
+#[test]
+fn pam_systemd_with_dash_and_not_installed_is_a_warning() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/common-session",
+        "pam_unix.so\n",
+        "pam_unix.so\n-session optional pam_systemd.so\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    r.expect("warn", "session-systemd", "/etc/pam.d/common-session:6");
+}
+
+#[test]
+fn keyboard_interactive_on() {
+    let n = Node::new();
+    n.edit(
+        "etc/ssh/sshd_config",
+        "KbdInteractiveAuthentication no",
+        "KbdInteractiveAuthentication yes",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "kbd-interactive", "/etc/ssh/sshd_config:10");
+    r.only_problem("kbd-interactive");
+}
+
+#[test]
+fn keyboard_interactive_unset_means_the_compiled_default_yes() {
+    let n = Node::new();
+    n.edit(
+        "etc/ssh/sshd_config",
+        "KbdInteractiveAuthentication no\n",
+        "",
+    );
+    let r = n.doctor(&[]);
+    let msg = r.expect("fail", "kbd-interactive", "/etc/ssh/sshd_config");
+    assert!(msg.contains("default is yes"), "{msg}");
+}
+
+#[test]
+fn keyboard_interactive_old_alias_in_an_included_file_wins() {
+    // The Include comes first, so its value is the one sshd keeps.
+    let n = Node::new();
+    n.edit(
+        "etc/ssh/sshd_config.d/10-site.conf",
+        "ClientAliveInterval 300\n",
+        "ClientAliveInterval 300\nChallengeResponseAuthentication=yes\n",
+    );
+    let r = n.doctor(&[]);
+    r.expect(
+        "fail",
+        "kbd-interactive",
+        "/etc/ssh/sshd_config.d/10-site.conf:4",
+    );
+}
+
+#[test]
+fn match_block_reenables_keyboard_interactive() {
+    let n = Node::new();
+    n.edit(
+        "etc/ssh/sshd_config",
+        "\tPermitTTY yes\n",
+        "\tPermitTTY yes\n\tKbdInteractiveAuthentication yes\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    let msg = r.expect("warn", "sshd-match", "/etc/ssh/sshd_config:21");
+    assert!(msg.contains("Match Group admins"), "{msg}");
+    // The global setting is still the one in force.
+    r.expect("ok", "kbd-interactive", "/etc/ssh/sshd_config:10");
+}
+
+#[test]
+fn match_block_changes_authentication_methods() {
+    let n = Node::new();
+    n.edit(
+        "etc/ssh/sshd_config",
+        "\tPermitTTY yes\n",
+        "\tAuthenticationMethods publickey,password\n",
+    );
+    let r = n.doctor(&[]);
+    r.expect("warn", "sshd-match", "/etc/ssh/sshd_config:20");
+    r.only_problem("sshd-match");
+}
+
+#[test]
+fn authentication_methods_with_keyboard_interactive() {
+    let n = Node::new();
+    n.edit(
+        "etc/ssh/sshd_config",
+        "UsePAM yes\n",
+        "UsePAM yes\nAuthenticationMethods publickey,keyboard-interactive:pam\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "auth-methods", "/etc/ssh/sshd_config:13");
+    r.only_problem("auth-methods");
+}
+
+#[test]
+fn use_pam_off() {
+    let n = Node::new();
+    n.edit("etc/ssh/sshd_config", "UsePAM yes", "UsePAM no");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "use-pam", "/etc/ssh/sshd_config:12");
+    r.only_problem("use-pam");
+}
+
+#[test]
+fn prolog_flags_without_contain() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "PrologFlags=Contain,X11",
+        "PrologFlags=Alloc",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "prolog-flags", "/etc/slurm/slurm.conf:10");
+    r.only_problem("prolog-flags");
+}
+
+#[test]
+fn proctrack_not_cgroup() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "proctrack/cgroup",
+        "proctrack/linuxproc",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "proctrack", "/etc/slurm/slurm.conf:8");
+    r.only_problem("proctrack");
+}
+
+#[test]
+fn task_plugin_without_cgroup() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "TaskPlugin=task/cgroup,task/affinity",
+        "TaskPlugin=task/affinity",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "task-plugin", "/etc/slurm/slurm.conf:9");
+    r.only_problem("task-plugin");
+}
+
+#[test]
+fn settings_in_an_included_slurm_conf_are_located() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "ProctrackType=proctrack/cgroup\n",
+        "Include conf.d/*.conf\n",
+    )
+    .write(
+        "etc/slurm/conf.d/10-tracking.conf",
+        "# tracking\nProctrackType=proctrack/pgid\n",
+    );
+    let r = n.doctor(&[]);
+    r.expect("fail", "proctrack", "/etc/slurm/conf.d/10-tracking.conf:2");
+}
+
+#[test]
+fn fail_open_actions() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "action_unknown=newest",
+        "action_adopt_failure=allow action_generic_failure=ignore",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let lines = r.lines();
+    let hits: Vec<_> = lines
+        .iter()
+        .filter(|l| l.check == "fail-open" && l.status == "fail" && l.place == "/etc/pam.d/sshd:10")
+        .collect();
+    assert_eq!(hits.len(), 2, "{}", r.text);
+    assert!(
+        hits[0]
+            .message
+            .contains("action_adopt_failure is set to allow")
+    );
+    assert!(
+        hits[1]
+            .message
+            .contains("action_generic_failure is set to ignore")
+    );
+    r.only_problem("fail-open");
+}
+
+#[test]
+fn pam_slurm_adopt_defaults_fail_open() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "pam_adopt.so action_unknown=newest",
+        "pam_slurm_adopt.so",
+    );
+    fs::write(
+        n.path("usr/lib/x86_64-linux-gnu/security/pam_slurm_adopt.so"),
+        "",
+    )
+    .expect("so");
+    let r = n.doctor(&[]);
+    let text = &r.text;
+    assert!(
+        text.contains(
+            "fail  fail-open  /etc/pam.d/sshd:10  action_adopt_failure defaults to allow"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("action_generic_failure defaults to ignore"),
+        "{text}"
+    );
+
+    // With both set to deny, Debian's module passes.
+    n.edit(
+        "etc/pam.d/sshd",
+        "pam_slurm_adopt.so",
+        "pam_slurm_adopt.so action_adopt_failure=deny action_generic_failure=deny",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+}
+
+#[test]
+fn bad_module_argument_is_a_warning() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "action_unknown=newest",
+        "action_unknown=sometimes",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    r.expect("warn", "module-options", "/etc/pam.d/sshd:10");
+}
+
+#[test]
+fn module_on_a_network_filesystem() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "-account   required",
+        "account    required",
+    );
+    let r = n.doctor(&["--network-fs", "/usr/lib"]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "shared-fs", "/etc/pam.d/sshd:10");
+    r.only_problem("shared-fs");
+
+    // The `-account` prefix makes it acceptable.
+    let r = Node::new().doctor(&["--network-fs", "/usr/lib"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    r.expect("ok", "shared-fs", "/etc/pam.d/sshd:10");
+}
+
+#[test]
+fn prolog_missing() {
+    let n = Node::new();
+    fs::remove_file(n.path("usr/libexec/slurm-adopt/adopt-prolog")).expect("rm");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "hooks", "/etc/slurm/slurm.conf:12");
+    r.only_problem("hooks");
+}
+
+#[test]
+fn task_prolog_not_executable() {
+    let n = Node::new();
+    let p = n.path("usr/libexec/slurm-adopt/adopt-taskprolog");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "hooks", "/etc/slurm/slurm.conf:14");
+    assert!(msg.contains("not an executable"), "{msg}");
+}
+
+#[test]
+fn epilog_glob_matching_nothing() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "Epilog=/usr/libexec/slurm-adopt/adopt-epilog",
+        "Epilog=/etc/slurm/epilog.d/*",
+    );
+    fs::create_dir_all(n.path("etc/slurm/epilog.d")).expect("mkdir");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    r.expect("warn", "hooks", "/etc/slurm/slurm.conf:13");
+}
+
+#[test]
+fn login_node() {
+    let r = Node::new().doctor(&["--nodename", "login1"]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "login-node", "/etc/slurm/slurm.conf");
+    assert!(msg.contains("pam_adopt would deny everyone"), "{msg}");
+    r.only_problem("login-node");
+
+    let r = Node::new().doctor(&["--hostname", "login1.example.org"]);
+    r.expect("fail", "login-node", "/etc/slurm/slurm.conf");
+
+    let r = Node::new().doctor(&["--hostname", "c3.example.org"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+}
+
+#[test]
+fn nodename_from_the_pam_line() {
+    let n = Node::new();
+    n.edit("etc/pam.d/sshd", "action_unknown=newest", "nodename=c4");
+    let r = n.doctor(&["--hostname", "login1"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+}
+
+#[test]
+fn conf_from_the_pam_line() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "action_unknown=newest",
+        "conf=/opt/slurm/etc/slurm.conf",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "slurm-conf", "/opt/slurm/etc/slurm.conf");
+}
+
+#[test]
+fn slurm_conf_syntax_error() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "SlurmUser=slurm\n",
+        "SlurmUser=slurm\nthis is not a setting\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "slurm-conf", "/etc/slurm/slurm.conf:5");
+}
+
+#[test]
+fn cgroup_plugin_against_the_kernel_mode() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/cgroup.conf",
+        "CgroupPlugin=autodetect",
+        "CgroupPlugin=cgroup/v1",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "cgroup-mode", "/etc/slurm/cgroup.conf:1");
+    assert!(msg.contains("--root copy"), "{msg}");
+}
+
+#[test]
+fn cgroup_mode_of_the_running_kernel_without_a_mountinfo_copy() {
+    let n = Node::new();
+    fs::remove_file(n.path("proc/self/mountinfo")).expect("rm");
+    let r = n.doctor(&[]);
+    let lines = r.lines();
+    let cg = lines
+        .iter()
+        .find(|l| l.check == "cgroup-mode")
+        .expect("cgroup-mode");
+    assert!(cg.message.contains("running kernel"), "{}", r.text);
+}
+
+#[test]
+fn selinux_enforcing_without_the_policy() {
+    let n = Node::new();
+    n.write("sys/fs/selinux/enforce", "1");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    r.expect("warn", "selinux", "/sys/fs/selinux/enforce");
+    r.only_problem("selinux");
+
+    fs::create_dir_all(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt"))
+        .expect("mkdir");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+}
+
+#[test]
+fn missing_include_fails_the_stack() {
+    let n = Node::new();
+    fs::remove_file(n.path("etc/pam.d/common-password")).expect("rm");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "pam-syntax", "/etc/pam.d/sshd:21");
+}
+
+#[test]
+fn continuation_lines_keep_their_first_line_number() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "-account   required     pam_adopt.so action_unknown=newest",
+        "-account   required     pam_adopt.so \\\n    action_adopt_failure=allow",
+    );
+    let r = n.doctor(&[]);
+    r.expect("fail", "fail-open", "/etc/pam.d/sshd:10");
+}
+
+#[test]
+fn pam_file_and_sshd_config_outside_the_root() {
+    let n = Node::new();
+    let other = tempfile::tempdir().expect("tempdir");
+    let pam = other.path().join("pam-sshd");
+    fs::write(
+        &pam,
+        "@include common-account\naccount required pam_adopt.so\n",
+    )
+    .expect("pam");
+    let sshd = other.path().join("sshd_config");
+    fs::write(&sshd, "UsePAM yes\nKbdInteractiveAuthentication no\n").expect("sshd");
+    let r = n.doctor(&[
+        "--pam-file",
+        pam.to_str().expect("utf8"),
+        "--sshd-config",
+        sshd.to_str().expect("utf8"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    r.expect("ok", "account-module", &format!("{}:2", pam.display()));
+    r.expect("ok", "use-pam", &format!("{}:1", sshd.display()));
+}
+
+#[test]
+fn no_pam_service_file() {
+    let r = Node::new().doctor(&["--pam-service", "teleport"]);
+    assert_eq!(r.code, 2);
+    r.expect("fail", "pam-service", "/etc/pam.d/teleport");
+}
+
+#[test]
+fn json_output() {
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "PrologFlags=Contain,X11",
+        "PrologFlags=Alloc",
+    );
+    let r = n.doctor(&["--json"]);
+    assert_eq!(r.code, 2);
+    let t = r.text.trim();
+    assert!(t.starts_with('[') && t.ends_with(']'), "{t}");
+    assert!(
+        t.contains(r#"{"check": "prolog-flags", "status": "fail", "file": "/etc/slurm/slurm.conf", "line": 10, "message": "PrologFlags lacks Contain"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#""check": "session-systemd", "status": "ok", "file": null, "line": null"#),
+        "{t}"
+    );
+    // One object per finding, as in the text form.
+    let text = n.doctor(&[]);
+    assert_eq!(t.matches("\"check\":").count(), text.lines().len());
+}
