@@ -1,6 +1,139 @@
-//! Placeholder until the hooks issue lands.
+//! adopt-epilog: slurm.conf `Epilog=`. Takes the user's session state
+//! down after their last job on this node.
 
-fn main() {
-    eprintln!("not implemented yet");
-    std::process::exit(2);
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use slurm_node::userenv::hooks::{EpilogReport, NodeSpool};
+use slurm_node::userenv::job_env::JobEnv;
+use slurm_node::userenv::last_job::Verdict;
+use slurm_node::userenv::runner::{self, HookLog};
+
+/// Remove the user's session state when their last job on this node ends.
+///
+/// Run by slurmd as root after each job (slurm.conf
+/// `Epilog=/usr/libexec/slurm-adopt/adopt-epilog`). Under the user's lock
+/// it records the job as ending, then asks every extern stepd on the node
+/// who owns it (all at once, one round trip each, no scontrol, no ps) and
+/// reads the records adopt-prolog left. Only when no other job of the user
+/// remains, starting or running, does it remove /run/user/$UID (runtime-dir
+/// mode) or disable linger (linger mode), and, with reap_strays enabled,
+/// kill the user's processes that are in no job (never root's, never below
+/// UID_MIN; dry-run logging first). A stepd that will not say whose it is
+/// keeps the state: removing it from under a running job is the worse
+/// mistake.
+#[derive(Debug, Parser)]
+#[command(
+    name = "adopt-epilog",
+    version,
+    about,
+    long_about,
+    after_long_help = "\
+Environment (set by slurmd):
+  SLURM_JOB_ID, SLURM_JOB_UID (or SLURM_UID), SLURM_JOB_USER   required
+  SLURMD_NODENAME   this node's NodeName (else the short host name)
+  SLURM_CONF        slurm.conf (else slurm_conf from adopt.toml)
+
+Files:
+  /etc/slurm/adopt.toml          optional config (--config moves it)
+  SlurmdSpoolDir/NODE_JOB.4294967292   the extern steps asked for their owner
+  /run/slurm-adopt/users/UID/    per-user lock and job records
+
+Exit status:
+  0  always once the environment is valid: what cannot be done is logged
+     and the state is kept (a failing Epilog would drain the node)
+  1  slurmd's environment is missing or malforms a variable
+
+Every run logs one line to stderr and to syslog (daemon facility, tag
+adopt-epilog) with the verdict: last, not-last (naming the other jobs) or
+unsure (naming the stepds that did not answer).
+
+Examples:
+  # what would the Epilog of job 12 decide, changing nothing:
+  SLURM_JOB_ID=12 SLURM_JOB_UID=1001 SLURM_JOB_USER=alice \\
+    SLURMD_NODENAME=c1 adopt-epilog --dry-run"
+)]
+struct Cli {
+    /// Read the config from FILE instead of /etc/slurm/adopt.toml (FILE
+    /// must exist).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Decide and print the verdict on stdout; change nothing, take no lock.
+    #[arg(long)]
+    dry_run: bool,
+    /// Log to stderr only.
+    #[arg(long)]
+    no_syslog: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = HookLog::open("adopt-epilog", !cli.no_syslog);
+    let started = Instant::now();
+    let env = match JobEnv::from_vars(|k| std::env::var_os(k)) {
+        Ok(env) => env,
+        Err(e) => {
+            log.error(&e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match runner::load_config(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            log.error(&format!("job={} {e}; keeping the user's state", env.job_id));
+            return ExitCode::SUCCESS;
+        }
+    };
+    let job = match runner::job_user(&env) {
+        Ok(job) => job,
+        Err(e) => {
+            log.error(&format!("job={} {e}; keeping the user's state", env.job_id));
+            return ExitCode::SUCCESS;
+        }
+    };
+    let conf_path = runner::slurm_conf_path(&config, &env);
+    let spool: Option<NodeSpool> = match runner::node_spool(&conf_path, &env) {
+        Ok(spool) => Some(spool),
+        Err(e) => {
+            log.warn(&format!("job={} {e}", job.job_id));
+            None
+        }
+    };
+    let hooks = config.hooks(Path::new("/proc"));
+    let report = hooks.epilog(&job, spool.as_ref(), cli.dry_run);
+    for warning in &report.warnings {
+        log.warn(&format!("job={} {warning}", job.job_id));
+    }
+    let verdict = verdict_text(&report);
+    log.info(&format!(
+        "job={} user={} uid={} mode={} verdict={verdict} other_users_steps={} action=\"{}\"{} usec={}",
+        job.job_id,
+        job.user,
+        job.uid,
+        config.mode.label(),
+        report.other_users_steps,
+        if report.actions.is_empty() { "none".to_owned() } else { report.actions.join("; ") },
+        if cli.dry_run { " dry_run=1" } else { "" },
+        started.elapsed().as_micros()
+    ));
+    if cli.dry_run {
+        println!("{verdict}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn verdict_text(report: &EpilogReport) -> String {
+    let list = |jobs: &[u32]| {
+        jobs.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match &report.verdict {
+        Verdict::Last => "last".to_owned(),
+        Verdict::NotLast { jobs } => format!("not-last:{}", list(jobs)),
+        Verdict::Unsure { jobs } => format!("unsure:{}", list(jobs)),
+    }
 }

@@ -12,3 +12,5 @@ pub mod rpc;
 pub mod select;
 pub mod spool;
 pub mod stepd;
+pub mod syslog;
+pub mod userenv;

@@ -43,6 +43,7 @@ const WIDER_WINDOW_VERSION: u32 = 0x2A00;
 
 const REQUEST_STATE: i32 = 5;
 const REQUEST_DAEMON_PID: i32 = 9;
+const REQUEST_STEP_LIST_PIDS: i32 = 15;
 const REQUEST_STEP_UID: i32 = 20;
 const REQUEST_ADD_EXTERN_PID: i32 = 22;
 const REQUEST_X11_DISPLAY: i32 = 23;
@@ -421,6 +422,13 @@ impl Connection<'_> {
             REQUEST_STATE => self.write_ints(&[step.state]),
             REQUEST_DAEMON_PID => self.write_ints(&[as_int(std::process::id())]),
             REQUEST_STEP_UID => self.write_bytes(&step.uid.to_ne_bytes()),
+            // One pid, the shim's own, so `scontrol listpids` has a real
+            // process to hand to `ps` for every step.
+            REQUEST_STEP_LIST_PIDS => {
+                let mut reply = 1u32.to_ne_bytes().to_vec();
+                reply.extend(std::process::id().to_ne_bytes());
+                self.write_bytes(&reply)
+            }
             REQUEST_ADD_EXTERN_PID => self.add_extern_pid(),
             REQUEST_X11_DISPLAY => self.x11_display(),
             REQUEST_GET_NS_FD => self.get_ns_fd(),

@@ -1,6 +1,112 @@
-//! Placeholder until the hooks issue lands.
+//! adopt-prolog: slurm.conf `Prolog=`. Sets up the job user's session
+//! state on this node before the job starts.
 
-fn main() {
-    eprintln!("not implemented yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use slurm_node::userenv::job_env::JobEnv;
+use slurm_node::userenv::runner::{self, HookLog};
+
+/// Give the job's user a session environment on this node.
+///
+/// Run by slurmd as root before each job starts (slurm.conf
+/// `Prolog=/usr/libexec/slurm-adopt/adopt-prolog`). In the default
+/// runtime-dir mode it creates /run/user/$UID (mode 0700, owned by the
+/// user, optionally a size-capped tmpfs) if it is missing, and starts no
+/// user manager. In linger mode it enables linger for the user, through
+/// logind where systemd runs, else by writing the linger marker file.
+/// Either way it records the job under a per-user lock, so that
+/// adopt-epilog removes the state only after the user's last job on the
+/// node, even when jobs start and end at the same moment.
+#[derive(Debug, Parser)]
+#[command(
+    name = "adopt-prolog",
+    version,
+    about,
+    long_about,
+    after_long_help = "\
+Environment (set by slurmd):
+  SLURM_JOB_ID, SLURM_JOB_UID (or SLURM_UID), SLURM_JOB_USER   required
+  SLURM_JOB_GID      the user's group; else the passwd entry
+  SLURMD_NODENAME, SLURM_CONF   read by adopt-epilog; accepted here too
+
+Files:
+  /etc/slurm/adopt.toml      optional config (--config moves it; unknown keys
+                             are an error naming the key)
+  /run/user/UID              the runtime directory (runtime-dir mode)
+  /var/lib/systemd/linger/USER   the linger marker (linger mode without logind)
+  /run/slurm-adopt/users/UID/    per-user lock and job records
+
+Exit status:
+  0  the user's state is in place
+  1  it could not be set up, or slurmd's environment is missing a variable:
+     slurmd then drains the node, as for any failed Prolog
+
+Every run logs one line to stderr and to syslog (daemon facility, tag
+adopt-prolog): grep adopt-prolog in /var/log/syslog or journalctl -t adopt-prolog.
+
+Example, by hand:
+  SLURM_JOB_ID=1 SLURM_JOB_UID=1001 SLURM_JOB_USER=alice adopt-prolog"
+)]
+struct Cli {
+    /// Read the config from FILE instead of /etc/slurm/adopt.toml (FILE
+    /// must exist).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log to stderr only.
+    #[arg(long)]
+    no_syslog: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = HookLog::open("adopt-prolog", !cli.no_syslog);
+    let started = Instant::now();
+    let env = match JobEnv::from_vars(|k| std::env::var_os(k)) {
+        Ok(env) => env,
+        Err(e) => {
+            log.error(&e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match runner::load_config(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            log.error(&format!("job={} {e}", env.job_id));
+            return ExitCode::FAILURE;
+        }
+    };
+    let job = match runner::job_user(&env) {
+        Ok(job) => job,
+        Err(e) => {
+            log.error(&format!("job={} {e}", env.job_id));
+            return ExitCode::FAILURE;
+        }
+    };
+    let hooks = config.hooks(std::path::Path::new("/proc"));
+    let head = format!(
+        "job={} user={} uid={} mode={}",
+        job.job_id,
+        job.user,
+        job.uid,
+        config.mode.label()
+    );
+    match hooks.prolog(&job) {
+        Ok(done) => {
+            log.info(&format!(
+                "{head} result=ok action=\"{done}\" usec={}",
+                started.elapsed().as_micros()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log.error(&format!(
+                "{head} result=failed error=\"{e}\" usec={}",
+                started.elapsed().as_micros()
+            ));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,238 @@
+//! "Is this the user's last job on the node?", decided from the spool
+//! directory's extern steps and their owners plus the ledger's records,
+//! never from `scontrol listpids` or a `ps` per pid.
+//!
+//! The decision is a pure function of what was gathered, so each branch
+//! is a table row in the tests; gathering is a thin layer over the spool
+//! scan and the pipelined STEP_UID queries the PAM module uses.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::spool::{self, SpoolError};
+use crate::stepd::{StepdError, scan_step_uids};
+use crate::userenv::ledger::Marker;
+
+/// The user's extern steps as the stepds describe them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveSteps {
+    /// Jobs whose extern stepd answered with the user's uid.
+    pub jobs: Vec<u32>,
+    /// Jobs whose stepd did not say who owns it (hung, garbage): they
+    /// might be the user's.
+    pub unknown: Vec<(u32, String)>,
+    /// Extern steps of other users, for the log.
+    pub others: usize,
+}
+
+/// Ask every extern stepd of `node_name` who owns it, within `deadline`.
+/// A socket whose stepd is gone (connection refused, file vanished) is a
+/// leftover, not a job.
+pub fn gather_live_steps(
+    spool_dir: &Path,
+    node_name: &str,
+    trusted_uids: &[u32],
+    uid: u32,
+    deadline: Instant,
+) -> Result<LiveSteps, SpoolError> {
+    let listing = spool::extern_steps(spool_dir, node_name, trusted_uids)?;
+    let paths: Vec<PathBuf> = listing.steps.iter().map(|s| s.path.clone()).collect();
+    let mut live = LiveSteps::default();
+    for (step, answer) in listing.steps.iter().zip(scan_step_uids(&paths, deadline)) {
+        match answer {
+            Ok((_, owner)) if owner == uid => live.jobs.push(step.job_id),
+            Ok(_) => live.others += 1,
+            Err(StepdError::Connect { source, .. })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                ) => {}
+            Err(e) => live.unknown.push((step.job_id, e.to_string())),
+        }
+    }
+    live.jobs.sort_unstable();
+    live.jobs.dedup();
+    Ok(live)
+}
+
+/// Everything the decision looks at.
+#[derive(Debug, Clone)]
+pub struct Evidence<'a> {
+    /// The job whose Epilog asks.
+    pub ending_job: u32,
+    /// Jobs whose Prolog ran and whose Epilog has not.
+    pub started: &'a [Marker],
+    /// Jobs whose Epilog has run (or runs now).
+    pub ending: &'a [Marker],
+    pub live: &'a LiveSteps,
+    /// How long a started job may go without an extern step before its
+    /// record is taken for a leftover (a Prolog that ran for a job that
+    /// never started, say).
+    pub start_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No other job of the user is on the node: remove the user's state.
+    Last,
+    /// These other jobs still need it.
+    NotLast { jobs: Vec<u32> },
+    /// No other job is known, but these stepds would not say whose they
+    /// are: keep the state rather than pull it from under a job.
+    Unsure { jobs: Vec<u32> },
+}
+
+/// Records that no longer describe a job and can be deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub started: Vec<u32>,
+    pub ending: Vec<u32>,
+}
+
+pub fn decide(e: &Evidence<'_>) -> (Verdict, Leftovers) {
+    let live: BTreeSet<u32> = e.live.jobs.iter().copied().collect();
+    let mut done: BTreeSet<u32> = e.ending.iter().map(|m| m.job_id).collect();
+    done.insert(e.ending_job);
+
+    let mut others: BTreeSet<u32> = live.difference(&done).copied().collect();
+    let mut leftovers = Leftovers::default();
+    for m in e.started {
+        if done.contains(&m.job_id) {
+            continue;
+        }
+        if live.contains(&m.job_id) || m.age < e.start_grace {
+            others.insert(m.job_id);
+        } else {
+            leftovers.started.push(m.job_id);
+        }
+    }
+    for m in e.ending {
+        // Once its stepd is gone, an ending job can never look live again.
+        if !live.contains(&m.job_id) && !e.live.unknown.iter().any(|(j, _)| *j == m.job_id) {
+            leftovers.ending.push(m.job_id);
+        }
+    }
+    if !others.is_empty() {
+        return (
+            Verdict::NotLast {
+                jobs: others.into_iter().collect(),
+            },
+            leftovers,
+        );
+    }
+    let unsure: BTreeSet<u32> = e
+        .live
+        .unknown
+        .iter()
+        .map(|(j, _)| *j)
+        .filter(|j| !done.contains(j))
+        .collect();
+    if unsure.is_empty() {
+        (Verdict::Last, leftovers)
+    } else {
+        (
+            Verdict::Unsure {
+                jobs: unsure.into_iter().collect(),
+            },
+            leftovers,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(300);
+
+    fn m(job_id: u32, age_s: u64) -> Marker {
+        Marker {
+            job_id,
+            age: Duration::from_secs(age_s),
+        }
+    }
+
+    fn live(jobs: &[u32], unknown: &[u32]) -> LiveSteps {
+        LiveSteps {
+            jobs: jobs.to_vec(),
+            unknown: unknown.iter().map(|&j| (j, "timeout".into())).collect(),
+            others: 0,
+        }
+    }
+
+    fn run(
+        ending_job: u32,
+        started: &[Marker],
+        ending: &[Marker],
+        live: &LiveSteps,
+    ) -> (Verdict, Leftovers) {
+        decide(&Evidence {
+            ending_job,
+            started,
+            ending,
+            live,
+            start_grace: GRACE,
+        })
+    }
+
+    /// name, ending job, started records, ending records, steps, verdict.
+    type Row = (&'static str, u32, Vec<Marker>, Vec<Marker>, LiveSteps, Verdict);
+
+    #[test]
+    fn table() {
+        use Verdict::*;
+        let not_last = |jobs: &[u32]| NotLast {
+            jobs: jobs.to_vec(),
+        };
+        #[rustfmt::skip]
+        let rows: Vec<Row> = vec![
+            ("alone, own stepd already gone",  1, vec![], vec![m(1, 0)], live(&[], &[]), Last),
+            ("alone, own stepd still up",      1, vec![], vec![m(1, 0)], live(&[1], &[]), Last),
+            ("another job running",            1, vec![m(2, 900)], vec![m(1, 0)], live(&[2], &[]), not_last(&[2])),
+            ("job from before the hooks",      1, vec![], vec![m(1, 0)], live(&[3], &[]), not_last(&[3])),
+            ("prolog ran, stepd not yet up",   1, vec![m(4, 2)], vec![m(1, 0)], live(&[], &[]), not_last(&[4])),
+            ("prolog record past its grace",   1, vec![m(4, 600)], vec![m(1, 0)], live(&[], &[]), Last),
+            ("other job's epilog ran first",   1, vec![], vec![m(1, 0), m(2, 0)], live(&[1, 2], &[]), Last),
+            ("a stepd that will not answer",   1, vec![], vec![m(1, 0)], live(&[], &[5]), Unsure { jobs: vec![5] }),
+            ("unanswered but known ending",    1, vec![], vec![m(1, 0), m(5, 1)], live(&[], &[5]), Last),
+            ("unanswered, known running",      1, vec![m(5, 700)], vec![m(1, 0)], live(&[], &[5]), Unsure { jobs: vec![5] }),
+            ("running beats unanswered",       1, vec![], vec![m(1, 0)], live(&[2], &[5]), not_last(&[2])),
+        ];
+        for (name, job, started, ending, live, want) in rows {
+            let (got, _) = run(job, &started, &ending, &live);
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn leftovers_are_records_without_a_job() {
+        let started = [m(4, 600), m(6, 1), m(7, 900)];
+        let ending = [m(1, 0), m(2, 50), m(3, 50)];
+        let steps = live(&[3, 7], &[]);
+        let (verdict, left) = run(1, &started, &ending, &steps);
+        assert_eq!(verdict, Verdict::NotLast { jobs: vec![6, 7] });
+        assert_eq!(left.started, [4]);
+        assert_eq!(left.ending, [1, 2]);
+    }
+
+    /// Two Epilogs of one user, serialised by the lock, with both stepds
+    /// still up when each looks: exactly one of them sees the last job.
+    #[test]
+    fn two_epilogs_never_both_keep_nor_both_remove() {
+        let steps = live(&[1, 2], &[]);
+        let started_before = [m(1, 900), m(2, 900)];
+        // First holder: job 1 has just marked itself ending.
+        let started_first: Vec<Marker> = started_before
+            .iter()
+            .copied()
+            .filter(|x| x.job_id != 1)
+            .collect();
+        let (first, _) = run(1, &started_first, &[m(1, 0)], &steps);
+        // Second holder sees what the first recorded.
+        let (second, _) = run(2, &[], &[m(1, 0), m(2, 0)], &steps);
+        assert_eq!(first, Verdict::NotLast { jobs: vec![2] });
+        assert_eq!(second, Verdict::Last);
+    }
+}

@@ -1,0 +1,115 @@
+//! What the three hook binaries share: their log (stderr and syslog), the
+//! config, and turning slurmd's environment into the job's user and the
+//! node's spool directory.
+
+use std::path::{Path, PathBuf};
+
+use nix::unistd::User;
+
+use crate::conf::{NodeEntry, SlurmConf};
+use crate::syslog::{DEV_LOG, Severity, Syslog};
+use crate::userenv::config::{ConfigError, DEFAULT_PATH, HookConfig};
+use crate::userenv::hooks::{JobUser, NodeSpool};
+use crate::userenv::job_env::JobEnv;
+
+/// Every message goes to stderr as `TAG: message` and to syslog (daemon
+/// facility) as `TAG[pid]: message`, so admins can grep either.
+#[derive(Debug)]
+pub struct HookLog {
+    tag: &'static str,
+    syslog: Syslog,
+}
+
+impl HookLog {
+    pub fn open(tag: &'static str, to_syslog: bool) -> HookLog {
+        let syslog = if to_syslog {
+            Syslog::open(tag, Path::new(DEV_LOG))
+        } else {
+            Syslog::disabled(tag)
+        };
+        HookLog { tag, syslog }
+    }
+
+    pub fn log(&self, severity: Severity, message: &str) {
+        eprintln!("{}: {}: {message}", self.tag, severity.label());
+        self.syslog.send(severity, message);
+    }
+
+    pub fn info(&self, message: &str) {
+        self.log(Severity::Info, message);
+    }
+
+    pub fn warn(&self, message: &str) {
+        self.log(Severity::Warning, message);
+    }
+
+    pub fn error(&self, message: &str) {
+        self.log(Severity::Err, message);
+    }
+}
+
+/// The config at `--config PATH` (which must exist), else the default
+/// path (which may be missing: then the defaults).
+pub fn load_config(explicit: Option<&Path>) -> Result<HookConfig, ConfigError> {
+    match explicit {
+        Some(path) => HookConfig::load(path, true),
+        None => HookConfig::load(Path::new(DEFAULT_PATH), false),
+    }
+}
+
+/// The job's user: the uid and name slurmd gave, the gid from
+/// `SLURM_JOB_GID` or else the passwd entry.
+pub fn job_user(env: &JobEnv) -> Result<JobUser, String> {
+    let gid = match env.gid {
+        Some(gid) => gid,
+        None => match User::from_uid(nix::unistd::Uid::from_raw(env.uid)) {
+            Ok(Some(pw)) => pw.gid.as_raw(),
+            Ok(None) => {
+                return Err(format!(
+                    "SLURM_JOB_GID is not set and uid {} has no passwd entry on this node",
+                    env.uid
+                ));
+            }
+            Err(e) => return Err(format!("cannot look up uid {}: {e}", env.uid)),
+        },
+    };
+    Ok(JobUser {
+        job_id: env.job_id,
+        uid: env.uid,
+        gid,
+        user: env.user.clone(),
+    })
+}
+
+/// slurm.conf as slurmd passed it (`SLURM_CONF`), else the config's.
+pub fn slurm_conf_path(config: &HookConfig, env: &JobEnv) -> PathBuf {
+    env.slurm_conf
+        .clone()
+        .unwrap_or_else(|| config.slurm_conf.clone())
+}
+
+/// This node's spool directory and the owners a stepd socket may have.
+pub fn node_spool(conf_path: &Path, env: &JobEnv) -> Result<NodeSpool, String> {
+    let conf = SlurmConf::load(conf_path).map_err(|e| e.to_string())?;
+    let node_name = match &env.node_name {
+        Some(name) => name.clone(),
+        None => crate::nodename::local_hostname().map_err(|e| e.to_string())?,
+    };
+    let node = conf.node(&node_name).cloned().unwrap_or_else(|| NodeEntry {
+        name: node_name.clone(),
+        hostname: node_name.clone(),
+        addr: node_name.clone(),
+        port: None,
+    });
+    let mut trusted_uids = vec![0];
+    if let Ok(Some(user)) = User::from_name(&conf.slurm_user) {
+        if user.uid.as_raw() != 0 {
+            trusted_uids.push(user.uid.as_raw());
+        }
+    }
+    Ok(NodeSpool {
+        spool_dir: conf.spool_dir(&node),
+        node_name,
+        trusted_uids,
+    })
+}

@@ -1,0 +1,340 @@
+//! `/run/user/$UID` without logind: created for the user's first job on
+//! the node, removed after the last one.
+//!
+//! The parent (`/run/user`) must be root's and not writable by others, so
+//! no user can swap the directory for a symlink between our checks and
+//! our changes; every path below it is checked with `lstat`, never
+//! followed.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::unistd::{Gid, Uid, chown};
+
+/// Where logind puts them, and where software looks for them.
+pub const DEFAULT_ROOT: &str = "/run/user";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeDirError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Sys { path: PathBuf, source: nix::Error },
+    #[error("{} is a symbolic link; refusing to use it (remove it and rerun the Prolog)", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} exists but is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("{} is owned by uid {owner}, not by the job's user {uid}; remove it or fix its owner", path.display())]
+    WrongOwner { path: PathBuf, owner: u32, uid: u32 },
+    #[error("{} must be owned by root and writable by root only (it is uid {owner}, mode {mode:04o})", path.display())]
+    UnsafeParent {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+    },
+}
+
+/// What `ensure` found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    Created,
+    Existed,
+}
+
+/// What `remove` found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    Removed,
+    Absent,
+}
+
+/// The runtime directories under one root (`/run/user`, or a temp dir in
+/// tests).
+#[derive(Debug, Clone)]
+pub struct RuntimeDirs {
+    root: PathBuf,
+    /// `size=` of a tmpfs mounted on each directory (`"64M"`, `"5%"`);
+    /// none means a plain directory on the parent's filesystem.
+    tmpfs_size: Option<String>,
+}
+
+impl RuntimeDirs {
+    pub fn new(root: impl Into<PathBuf>, tmpfs_size: Option<String>) -> RuntimeDirs {
+        RuntimeDirs {
+            root: root.into(),
+            tmpfs_size,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, uid: u32) -> PathBuf {
+        self.root.join(uid.to_string())
+    }
+
+    /// Create the user's directory (mode 0700, owned by uid:gid) unless it
+    /// exists; an existing one must be a real directory owned by the user.
+    pub fn ensure(&self, uid: u32, gid: u32) -> Result<Ensured, RuntimeDirError> {
+        self.ensure_root()?;
+        let dir = self.path(uid);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) => {
+                check_existing(&dir, &meta, uid)?;
+                return Ok(Ensured::Existed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(RuntimeDirError::Io { path: dir, source }),
+        }
+        let io_err = |source| RuntimeDirError::Io {
+            path: dir.clone(),
+            source,
+        };
+        DirBuilder::new().mode(0o700).create(&dir).map_err(io_err)?;
+        if let Some(size) = &self.tmpfs_size {
+            let data = format!("mode=0700,uid={uid},gid={gid},size={size}");
+            let mounted = nix::mount::mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(data.as_str()),
+            );
+            if let Err(source) = mounted {
+                let _ = fs::remove_dir(&dir);
+                return Err(RuntimeDirError::Sys { path: dir, source });
+            }
+        }
+        chown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|source| {
+            RuntimeDirError::Sys {
+                path: dir.clone(),
+                source,
+            }
+        })?;
+        // The umask may have narrowed the mode given at creation.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+        Ok(Ensured::Created)
+    }
+
+    /// Remove the user's directory and everything in it (unmounting its
+    /// tmpfs first). A symlink in its place is removed as a link, never
+    /// followed.
+    pub fn remove(&self, uid: u32) -> Result<Removed, RuntimeDirError> {
+        let dir = self.path(uid);
+        let meta = match fs::symlink_metadata(&dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Absent),
+            Err(source) => return Err(RuntimeDirError::Io { path: dir, source }),
+        };
+        let io_err = |source| RuntimeDirError::Io {
+            path: dir.clone(),
+            source,
+        };
+        if !meta.is_dir() {
+            fs::remove_file(&dir).map_err(io_err)?;
+            return Ok(Removed::Removed);
+        }
+        if is_mount_point(&dir, &meta)? {
+            // MNT_DETACH: a process of the user still holding a file open
+            // must not make the Epilog fail; the tmpfs goes when it lets go.
+            nix::mount::umount2(&dir, MntFlags::MNT_DETACH).map_err(|source| {
+                RuntimeDirError::Sys {
+                    path: dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        // std's remove_dir_all does not follow symlinks inside the tree.
+        fs::remove_dir_all(&dir).map_err(io_err)?;
+        Ok(Removed::Removed)
+    }
+
+    /// The directory as the TaskProlog and the PAM session see it: its
+    /// path when it is a real directory owned by `uid`.
+    pub fn usable(&self, uid: u32) -> Option<PathBuf> {
+        let dir = self.path(uid);
+        let meta = fs::symlink_metadata(&dir).ok()?;
+        (meta.is_dir() && meta.uid() == uid).then_some(dir)
+    }
+
+    fn ensure_root(&self) -> Result<(), RuntimeDirError> {
+        let root = &self.root;
+        match fs::symlink_metadata(root) {
+            Ok(meta) => {
+                if meta.file_type().is_symlink() {
+                    return Err(RuntimeDirError::Symlink { path: root.clone() });
+                }
+                if !meta.is_dir() {
+                    return Err(RuntimeDirError::NotADirectory { path: root.clone() });
+                }
+                let me = nix::unistd::geteuid().as_raw();
+                let mode = meta.mode() & 0o7777;
+                if (meta.uid() != 0 && meta.uid() != me) || mode & 0o022 != 0 {
+                    return Err(RuntimeDirError::UnsafeParent {
+                        path: root.clone(),
+                        owner: meta.uid(),
+                        mode,
+                    });
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+                .mode(0o755)
+                .recursive(true)
+                .create(root)
+                .map_err(|source| RuntimeDirError::Io {
+                    path: root.clone(),
+                    source,
+                }),
+            Err(source) => Err(RuntimeDirError::Io {
+                path: root.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+fn check_existing(dir: &Path, meta: &fs::Metadata, uid: u32) -> Result<(), RuntimeDirError> {
+    if meta.file_type().is_symlink() {
+        return Err(RuntimeDirError::Symlink {
+            path: dir.to_path_buf(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(RuntimeDirError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    if meta.uid() != uid {
+        return Err(RuntimeDirError::WrongOwner {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    Ok(())
+}
+
+/// A directory on another device than its parent is a mount point.
+fn is_mount_point(dir: &Path, meta: &fs::Metadata) -> Result<bool, RuntimeDirError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let parent_meta = fs::metadata(parent).map_err(|source| RuntimeDirError::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    Ok(parent_meta.dev() != meta.dev())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn me() -> (u32, u32) {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+
+    #[test]
+    fn creates_private_dir_then_finds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = RuntimeDirs::new(tmp.path().join("run/user"), None);
+        let (uid, gid) = me();
+        assert_eq!(dirs.ensure(uid, gid).unwrap(), Ensured::Created);
+        let meta = fs::symlink_metadata(dirs.path(uid)).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+        assert_eq!(dirs.ensure(uid, gid).unwrap(), Ensured::Existed);
+        assert_eq!(dirs.usable(uid), Some(dirs.path(uid)));
+    }
+
+    #[test]
+    fn removes_tree_and_tolerates_absence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = RuntimeDirs::new(tmp.path(), None);
+        let (uid, gid) = me();
+        dirs.ensure(uid, gid).unwrap();
+        fs::create_dir_all(dirs.path(uid).join("podman/x")).unwrap();
+        fs::write(dirs.path(uid).join("bus"), b"").unwrap();
+        assert_eq!(dirs.remove(uid).unwrap(), Removed::Removed);
+        assert!(!dirs.path(uid).exists());
+        assert_eq!(dirs.remove(uid).unwrap(), Removed::Absent);
+        assert_eq!(dirs.usable(uid), None);
+    }
+
+    #[test]
+    fn a_symlink_is_refused_and_removed_as_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("keep"), b"x").unwrap();
+        let root = tmp.path().join("user");
+        fs::create_dir(&root).unwrap();
+        let dirs = RuntimeDirs::new(&root, None);
+        let (uid, gid) = me();
+        symlink(&victim, dirs.path(uid)).unwrap();
+        assert!(matches!(
+            dirs.ensure(uid, gid),
+            Err(RuntimeDirError::Symlink { .. })
+        ));
+        assert_eq!(dirs.usable(uid), None);
+        assert_eq!(dirs.remove(uid).unwrap(), Removed::Removed);
+        assert!(
+            victim.join("keep").exists(),
+            "the link's target must survive"
+        );
+    }
+
+    #[test]
+    fn a_symlink_inside_is_not_followed_on_removal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("keep"), b"x").unwrap();
+        let dirs = RuntimeDirs::new(tmp.path().join("user"), None);
+        let (uid, gid) = me();
+        dirs.ensure(uid, gid).unwrap();
+        symlink(&victim, dirs.path(uid).join("escape")).unwrap();
+        dirs.remove(uid).unwrap();
+        assert!(victim.join("keep").exists());
+    }
+
+    #[test]
+    fn someone_elses_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = RuntimeDirs::new(tmp.path(), None);
+        let (uid, gid) = me();
+        fs::create_dir(dirs.path(uid + 1)).unwrap();
+        // Our own directory under the number of another uid.
+        match dirs.ensure(uid + 1, gid) {
+            Err(RuntimeDirError::WrongOwner {
+                owner, uid: want, ..
+            }) => {
+                assert_eq!((owner, want), (uid, uid + 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(dirs.usable(uid + 1), None);
+    }
+
+    #[test]
+    fn a_world_writable_root_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("user");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o1777)).unwrap();
+        let dirs = RuntimeDirs::new(&root, None);
+        let (uid, gid) = me();
+        assert!(matches!(
+            dirs.ensure(uid, gid),
+            Err(RuntimeDirError::UnsafeParent { .. })
+        ));
+    }
+}
