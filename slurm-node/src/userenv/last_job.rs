@@ -178,7 +178,14 @@ mod tests {
     }
 
     /// name, ending job, started records, ending records, steps, verdict.
-    type Row = (&'static str, u32, Vec<Marker>, Vec<Marker>, LiveSteps, Verdict);
+    type Row = (
+        &'static str,
+        u32,
+        Vec<Marker>,
+        Vec<Marker>,
+        LiveSteps,
+        Verdict,
+    );
 
     #[test]
     fn table() {
