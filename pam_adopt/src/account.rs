@@ -7,8 +7,15 @@ use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selecti
 
 use crate::callerid;
 use crate::node::{self, NodeView};
-use crate::options::{AdoptFailureAction, GenericFailureAction, LogLevel, Options};
-use crate::pam::{PAM_IGNORE, PAM_PERM_DENIED, PAM_SUCCESS, Pam, Priority};
+use crate::options::{AdoptFailureAction, AdoptIn, GenericFailureAction, LogLevel, Options};
+use crate::pam::{PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS, Pam, Priority};
+
+/// The PAM phase a decision is made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Account,
+    Session,
+}
 
 /// The facts of one login that end up in its syslog line.
 #[derive(Debug, Default)]
@@ -23,6 +30,19 @@ struct Record {
 }
 
 pub fn acct_mgmt(pam: &mut Pam<'_>, args: &[String]) -> i32 {
+    run(pam, args, Phase::Account)
+}
+
+/// `adopt_in=session`: the whole decision again, this time with the
+/// adoption, from pam_sm_open_session. A denial fails the session.
+pub fn adopt_in_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
+    match run(pam, args, Phase::Session) {
+        PAM_PERM_DENIED => PAM_SESSION_ERR,
+        rc => rc,
+    }
+}
+
+fn run(pam: &mut Pam<'_>, args: &[String], phase: Phase) -> i32 {
     let started = Instant::now();
     let (opts, warnings) = Options::parse(args);
     let log = Logger {
@@ -35,7 +55,7 @@ pub fn acct_mgmt(pam: &mut Pam<'_>, args: &[String]) -> i32 {
         rhost: pam.rhost().unwrap_or_default(),
         ..Record::default()
     };
-    let rc = decide(pam, &opts, &log, &mut rec, started);
+    let rc = decide(pam, &opts, &log, &mut rec, started, phase);
     if !rec.decision.is_empty() {
         let line = format!(
             "user={} uid={} service={} rhost={} pid={} decision={} job={} reason={} usec={}",
@@ -64,6 +84,7 @@ fn decide(
     log: &Logger,
     rec: &mut Record,
     started: Instant,
+    phase: Phase,
 ) -> i32 {
     let deadline = started + opts.timeout;
     let service = match pam.service() {
@@ -188,6 +209,12 @@ fn decide(
         }
         Selection::Adopt { job_id, .. } => {
             rec.job = Some(job_id);
+            if phase == Phase::Account && opts.adopt_in == AdoptIn::Session {
+                // pam_systemd would move the process out again; the
+                // session phase, after it, adopts.
+                rec.decision = "defer";
+                return PAM_SUCCESS;
+            }
             let Some(job) = scan.mine.iter_mut().find(|j| j.socket.job_id == job_id) else {
                 return generic(rec, "job_vanished");
             };

@@ -40,6 +40,17 @@ pub enum AdoptVia {
     Auto,
 }
 
+/// Which PAM phase puts the process into the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptIn {
+    /// pam_sm_acct_mgmt, as pam_slurm_adopt does.
+    Account,
+    /// pam_sm_open_session: the account phase only decides (and denies),
+    /// and the module, placed after pam_systemd in the session stack,
+    /// moves the process back into the job after logind has moved it out.
+    Session,
+}
+
 /// Slurm's log levels, as pam_slurm_adopt's `log_level=` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogLevel(pub u8);
@@ -81,6 +92,7 @@ pub struct Options {
     pub single_job_skip_rpc: bool,
     pub conf: PathBuf,
     pub adopt_via: AdoptVia,
+    pub adopt_in: AdoptIn,
     pub timeout: Duration,
 }
 
@@ -101,6 +113,7 @@ impl Default for Options {
             single_job_skip_rpc: true,
             conf: PathBuf::from(DEFAULT_CONF),
             adopt_via: AdoptVia::Stepd,
+            adopt_in: AdoptIn::Account,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -243,6 +256,16 @@ impl Options {
                         }
                     }
                 }
+                "adopt_in" => {
+                    o.adopt_in = match lower(value).as_str() {
+                        "account" => AdoptIn::Account,
+                        "session" => AdoptIn::Session,
+                        _ => {
+                            bad("account");
+                            AdoptIn::Account
+                        }
+                    }
+                }
                 "timeout_ms" => match value.parse::<u64>() {
                     Ok(ms) if ms > 0 => {
                         o.timeout = Duration::from_millis(ms).min(MAX_TIMEOUT);
@@ -371,5 +394,15 @@ mod tests {
         assert!(o.service_allowed("anything"));
         assert_eq!(o.timeout, MAX_TIMEOUT);
         assert_eq!(o.log_level, LogLevel::MAX);
+    }
+
+    #[test]
+    fn adopt_in_takes_account_or_session() {
+        assert_eq!(Options::default().adopt_in, AdoptIn::Account);
+        let (o, w) = Options::parse(&["adopt_in=Session"]);
+        assert_eq!((o.adopt_in, w.len()), (AdoptIn::Session, 0));
+        let (o, w) = Options::parse(&["adopt_in=later"]);
+        assert_eq!(o.adopt_in, AdoptIn::Account);
+        assert_eq!(w, ["unrecognized adopt_in=later, setting to 'account'"]);
     }
 }

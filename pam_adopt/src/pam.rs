@@ -21,6 +21,7 @@ pub const PAM_SERVICE_ERR: c_int = 3;
 pub const PAM_SYSTEM_ERR: c_int = 4;
 pub const PAM_PERM_DENIED: c_int = 6;
 pub const PAM_USER_UNKNOWN: c_int = 10;
+pub const PAM_SESSION_ERR: c_int = 14;
 pub const PAM_IGNORE: c_int = 25;
 pub const PAM_BAD_ITEM: c_int = 29;
 

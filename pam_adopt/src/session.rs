@@ -1,30 +1,91 @@
-//! The session phase. The account phase already placed the process; the
-//! session phase has nothing to set up yet, and says so with the codes
-//! libpam expects: PAM_IGNORE where the module does not apply, so it never
+//! The session phase: give an adopted login the job's session environment
+//! (XDG_RUNTIME_DIR and the XDG_SESSION_* values the TaskProlog gives the
+//! job's tasks), and with `adopt_in=session` do the adoption itself, after
+//! pam_systemd has placed the process.
+//!
+//! Where the module does not apply it returns PAM_IGNORE, so it never
 //! decides a session stack on its own.
 
-use crate::options::Options;
-use crate::pam::{PAM_IGNORE, PAM_SUCCESS, Pam};
+use std::fs;
+use std::path::Path;
+
+use slurm_node::cgroup::CgroupFs;
+use slurm_node::userenv::runtime_dir::{DEFAULT_ROOT, RuntimeDirs};
+use slurm_node::userenv::session_env::{self, SessionEnv};
+
+use crate::account;
+use crate::options::{AdoptIn, Options};
+use crate::pam::{PAM_IGNORE, PAM_SUCCESS, Pam, Priority};
 
 pub fn open_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
-    applies(pam, args)
+    let (opts, _) = Options::parse(args);
+    let Some(uid) = applies(pam, &opts) else {
+        return PAM_IGNORE;
+    };
+    if opts.adopt_in == AdoptIn::Session {
+        let rc = account::adopt_in_session(pam, args);
+        if rc != PAM_SUCCESS {
+            return rc;
+        }
+    }
+    export_session_env(pam, uid)
 }
 
 pub fn close_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
-    applies(pam, args)
+    let (opts, _) = Options::parse(args);
+    match applies(pam, &opts) {
+        Some(_) => PAM_SUCCESS,
+        None => PAM_IGNORE,
+    }
 }
 
-fn applies(pam: &Pam<'_>, args: &[String]) -> i32 {
-    let (opts, _) = Options::parse(args);
+/// The user's uid when the module applies to this login: an allowed
+/// service and a user other than root.
+fn applies(pam: &Pam<'_>, opts: &Options) -> Option<u32> {
     match pam.service() {
         Ok(Some(service)) if opts.service_allowed(&service) => {}
-        _ => return PAM_IGNORE,
+        _ => return None,
     }
-    let is_root = match pam.user() {
-        Ok(Some(user)) => {
-            matches!(nix::unistd::User::from_name(&user), Ok(Some(pw)) if pw.uid.is_root())
-        }
-        _ => true,
+    let user = pam.user().ok().flatten()?;
+    let pw = nix::unistd::User::from_name(&user).ok().flatten()?;
+    (!pw.uid.is_root()).then_some(pw.uid.as_raw())
+}
+
+/// Export the XDG values when this process is in a job's cgroup (it was
+/// adopted) and the user's runtime dir exists; otherwise nothing. Either
+/// way the module applies to this login, so it answers SUCCESS: a session
+/// stack that holds only this module must not fail for want of a runtime
+/// dir.
+fn export_session_env(pam: &mut Pam<'_>, uid: u32) -> i32 {
+    let in_job = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| CgroupFs::job_of_pid_cgroup(&text))
+        .is_some();
+    let runtime_dir = RuntimeDirs::new(DEFAULT_ROOT, None).usable(uid);
+    if !in_job || runtime_dir.is_none() {
+        return PAM_SUCCESS;
+    }
+    let env = SessionEnv {
+        runtime_dir,
+        session_id: session_env::session_id(Path::new("/proc")),
     };
-    if is_root { PAM_IGNORE } else { PAM_SUCCESS }
+    let vars = match env.variables() {
+        Ok(vars) => vars,
+        Err(e) => {
+            pam.syslog(
+                Priority::Err,
+                &format!("session environment not exported: {e}"),
+            );
+            return PAM_SUCCESS;
+        }
+    };
+    for (name, value) in vars {
+        if let Err(rc) = pam.putenv(name, &value) {
+            pam.syslog(
+                Priority::Err,
+                &format!("pam_putenv({name}) failed: rc {rc}"),
+            );
+        }
+    }
+    PAM_SUCCESS
 }

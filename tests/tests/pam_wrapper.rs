@@ -834,3 +834,40 @@ fn a_hung_stepd_of_another_user_does_not_starve_the_adoption() {
         p.elapsed
     );
 }
+
+/// `adopt_in=session`: the account phase decides but leaves the process
+/// where it is (pam_systemd would move it out again); the session phase,
+/// placed after pam_systemd, adopts it and sets SLURM_JOB_ID.
+#[test]
+fn adopt_in_session_defers_the_adoption_to_the_session_phase() {
+    let node = Node::new();
+    let shim = node.shim(vec![FakeStep::extern_step(61, USER_UID)]);
+    let module = module_path().display().to_string();
+    let conf = node.conf().display().to_string();
+    let args = format!("conf={conf} nodename={NODE} adopt_in=session");
+    std::fs::write(
+        node.dir.path().join("pam.d").join("sshd"),
+        format!(
+            "auth required {PAM_PERMIT}\n\
+             account required {module} {args}\n\
+             session required {PAM_PERMIT}\n\
+             session required {module} {args}\n"
+        ),
+    )
+    .expect("service file");
+    let account_only = node.run_probe("sshd", USER, "account", &[]);
+    assert_eq!(account_only.rc(), PAM_SUCCESS, "{}", account_only.stdout);
+    assert!(shim.added_pids(61).is_empty(), "the account phase adopted");
+    assert_eq!(account_only.env("SLURM_JOB_ID"), None);
+
+    let full = node.run_probe("sshd", USER, "session", &[]);
+    assert!(full.stdout.contains("open_session=0"), "{}", full.stdout);
+    assert_eq!(shim.added_pids(61), [full.pid as i32]);
+    assert_eq!(full.env("SLURM_JOB_ID").as_deref(), Some("61"));
+
+    // Without a job the account phase still denies: nothing is deferred.
+    let bob = Node::new();
+    let _other = bob.shim(vec![FakeStep::extern_step(62, USER_UID + 1)]);
+    bob.service("sshd", "adopt_in=session");
+    assert_eq!(bob.probe("sshd", USER).rc(), PAM_PERM_DENIED);
+}

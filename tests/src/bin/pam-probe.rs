@@ -243,6 +243,19 @@ fn transaction(args: &Args, session: bool) -> (c_int, Vec<String>) {
     let rc = unsafe { pam_acct_mgmt(pamh, 0) };
     let mut env = Vec::new();
     if rc == 0 {
+        if session {
+            // SAFETY: live handle.
+            let s = unsafe {
+                pam_setcred(pamh, PAM_ESTABLISH_CRED);
+                let open = pam_open_session(pamh, 0);
+                let close = pam_close_session(pamh, 0);
+                pam_setcred(pamh, PAM_DELETE_CRED);
+                (open, close)
+            };
+            println!("open_session={} close_session={}", s.0, s.1);
+        }
+        // Read after the session phase too: `adopt_in=session` sets
+        // SLURM_JOB_ID there.
         // SAFETY: live handle; the list and its strings are malloc'd and ours to free.
         unsafe {
             let list = pam_getenvlist(pamh);
@@ -256,17 +269,6 @@ fn transaction(args: &Args, session: bool) -> (c_int, Vec<String>) {
                 }
                 libc::free(list.cast());
             }
-        }
-        if session {
-            // SAFETY: live handle.
-            let s = unsafe {
-                pam_setcred(pamh, PAM_ESTABLISH_CRED);
-                let open = pam_open_session(pamh, 0);
-                let close = pam_close_session(pamh, 0);
-                pam_setcred(pamh, PAM_DELETE_CRED);
-                (open, close)
-            };
-            println!("open_session={} close_session={}", s.0, s.1);
         }
     }
     // SAFETY: ends the transaction started above.
