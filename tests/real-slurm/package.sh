@@ -91,6 +91,22 @@ check "/etc/slurm/adopt.toml is a conffile" bash -c "dpkg-query -W -f='\${Conffi
 check "/etc/slurm/adopt.toml as shipped sets nothing" bash -c '! grep -Ev "^[[:space:]]*(#|$)" /etc/slurm/adopt.toml'
 check "examples shipped" test -s /usr/share/doc/slurm-adopt/examples/pam.d-sshd
 
+# The shipped adopt.toml with every setting uncommented must be accepted by
+# the installed hooks (they refuse unknown keys); the directories are moved
+# into $work so the run touches nothing of the node's.
+sed -E 's/^#([a-z_]+ = |\[)/\1/' /etc/slurm/adopt.toml |
+    sed -e "s#\"/run/slurm-adopt\"#\"$work/state\"#" -e "s#\"/run/user\"#\"$work/run-user\"#" -e '/^tmpfs_size/d' >"$work/adopt.toml"
+install -d "$work/run-user"
+uid=$(id -u "$user")
+hook_env=(env SLURM_JOB_ID=4000000 SLURM_JOB_UID="$uid" SLURM_JOB_USER="$user")
+check "the example adopt.toml, uncommented, sets some keys" grep -q '^mode = ' "$work/adopt.toml"
+check "installed adopt-prolog accepts the uncommented example" \
+    "${hook_env[@]}" /usr/libexec/slurm-adopt/adopt-prolog --config "$work/adopt.toml" --no-syslog
+check "installed adopt-prolog made the runtime dir" test -d "$work/run-user/$uid"
+check "installed adopt-epilog accepts it and removes the dir" \
+    "${hook_env[@]}" /usr/libexec/slurm-adopt/adopt-epilog --config "$work/adopt.toml" --no-syslog
+check "installed adopt-epilog removed the runtime dir" test ! -e "$work/run-user/$uid"
+
 # ------------------------------------------------------------ doctor
 # The test sshd's stack names the module by its bare name, so libpam loads
 # the file the package put in the multiarch security dir.
