@@ -704,6 +704,8 @@ fn login_node() {
 
     let r = Node::new().doctor(&["--hostname", "c3.example.org"]);
     assert_eq!(r.code, 0, "{}", r.text);
+    let msg = r.expect("ok", "login-node", "/etc/slurm/slurm.conf:17");
+    assert!(msg.contains("compute node c3"), "{msg}");
 }
 
 #[test]
@@ -824,6 +826,25 @@ fn pam_file_and_sshd_config_outside_the_root() {
     assert_eq!(r.code, 0, "{}", r.text);
     r.expect("ok", "account-module", &format!("{}:2", pam.display()));
     r.expect("ok", "use-pam", &format!("{}:1", sshd.display()));
+}
+
+#[test]
+fn service_not_in_the_module_service_list() {
+    let n = Node::new();
+    fs::copy(n.path("etc/pam.d/sshd"), n.path("etc/pam.d/teleport")).expect("copy");
+    let r = n.doctor(&["--pam-service", "teleport"]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "module-service", "/etc/pam.d/teleport:10");
+    assert!(msg.contains("service=sshd"), "{msg}");
+    r.only_problem("module-service");
+
+    n.edit(
+        "etc/pam.d/teleport",
+        "action_unknown=newest",
+        "service=sshd,teleport",
+    );
+    let r = n.doctor(&["--pam-service", "teleport"]);
+    assert_eq!(r.code, 0, "{}", r.text);
 }
 
 #[test]

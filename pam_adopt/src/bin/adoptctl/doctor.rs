@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use pam_adopt::options::{AdoptFailureAction, DEFAULT_CONF, GenericFailureAction, Options};
 use slurm_node::cgroup::{CgroupFs, CgroupMode};
 use slurm_node::conf::{ConfError, SlurmConf};
-use slurm_node::nodename;
 use slurm_node::select::{NoJobsAction, UnknownAction};
+use slurm_node::{hostlist, nodename};
 
 use crate::pamstack::{self, Control, Entry, Stacks};
 use crate::report::{Finding, Status};
@@ -450,6 +450,19 @@ fn option_checks(d: &mut Doctor<'_>, module: &Entry) -> Options {
         if module.arg("action_generic_failure").is_none() {
             opts.action_generic_failure = GenericFailureAction::Ignore;
         }
+    }
+    let service = d.args.service.clone();
+    if !opts.service_allowed(&service) {
+        d.push(
+            "module-service",
+            Status::Fail,
+            Doctor::at(module),
+            format!(
+                "{name} acts only for service={}; logins through '{service}' are ignored and let in unconfined",
+                opts.services.join(",")
+            ),
+            format!("add {service} to service= on the module line (comma-separated, or *)"),
+        );
     }
     for w in warnings {
         // adopt_in= is read by the session phase, which may be newer than
@@ -1008,11 +1021,23 @@ fn node_check(d: &mut Doctor<'_>, conf: &SlurmConf, path: &Path, nodename: Optio
         }
     };
     match entry {
-        Some(n) => d.ok(
-            "login-node",
-            Some((path, None)),
-            format!("{asked} is compute node {} in slurm.conf", n.name),
-        ),
+        Some(n) => {
+            // The NodeName line that names it, for the reader.
+            let line = Settings::read(path)
+                .all("NodeName")
+                .into_iter()
+                .find(|s| hostlist::expand(&s.value).is_ok_and(|names| names.contains(&n.name)))
+                .map(|s| (s.file.clone(), s.line));
+            let (file, line) = match &line {
+                Some((f, l)) => (f.as_path(), Some(*l)),
+                None => (path, None),
+            };
+            d.ok(
+                "login-node",
+                Some((file, line)),
+                format!("{asked} is compute node {} in slurm.conf", n.name),
+            )
+        }
         None => d.push(
             "login-node",
             Status::Fail,
