@@ -4,8 +4,8 @@
 #           pam_wrapper), then cargo fuzz for a bounded time per target
 #   tier 2: real Slurm on this host (slurmctld, slurmd, munge, sshd) with
 #           ssh logins through the real PAM stack (one job, several jobs and
-#           the callerid RPC), parity with Debian's pam_slurm_adopt.so, and
-#           the PAM transaction benchmark
+#           the callerid RPC), parity with Debian's pam_slurm_adopt.so, the
+#           Prolog/Epilog/TaskProlog hooks, and the benchmarks
 # Must run as root on Debian 12: tier 2 starts daemons and adds test users.
 set -euo pipefail
 
@@ -44,15 +44,21 @@ tier2_multi_job() {
     tests/real-slurm/multi-job.sh 2>&1 | tee "$log_dir/real-slurm-multi-job.log"
 }
 
+tier2_hooks() {
+    tests/real-slurm/hooks.sh 2>&1 | tee "$log_dir/real-slurm-hooks.log"
+}
+
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
 stage "tier 1: fuzz the RPC, stepd and /proc/net parsers (bounded)" tests/scripts/fuzz.sh
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
-stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests -p slurmd-shim
+stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests -p slurmd-shim -p adopt-prolog -p adopt-epilog
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
 stage "tier 2: several jobs per user, callerid RPC" tier2_multi_job
+stage "tier 2: Prolog, Epilog and TaskProlog hooks" tier2_hooks
 stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh
 stage "tier 2: benchmark, extern-step count" tests/real-slurm/bench-steps.sh
+stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh
 
 # One closing tally over every tier: cargo's per-binary lines plus the
 # real-Slurm tier's own "N passed, N failed".

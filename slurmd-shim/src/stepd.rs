@@ -43,6 +43,7 @@ const WIDER_WINDOW_VERSION: u32 = 0x2A00;
 
 const REQUEST_STATE: i32 = 5;
 const REQUEST_DAEMON_PID: i32 = 9;
+const REQUEST_STEP_TASK_INFO: i32 = 14;
 const REQUEST_STEP_LIST_PIDS: i32 = 15;
 const REQUEST_STEP_UID: i32 = 20;
 const REQUEST_ADD_EXTERN_PID: i32 = 22;
@@ -422,6 +423,8 @@ impl Connection<'_> {
             REQUEST_STATE => self.write_ints(&[step.state]),
             REQUEST_DAEMON_PID => self.write_ints(&[as_int(std::process::id())]),
             REQUEST_STEP_UID => self.write_bytes(&step.uid.to_ne_bytes()),
+            // No tasks: `scontrol listpids` asks this before LIST_PIDS.
+            REQUEST_STEP_TASK_INFO => self.write_ints(&[0]),
             // One pid, the shim's own, so `scontrol listpids` has a real
             // process to hand to `ps` for every step.
             REQUEST_STEP_LIST_PIDS => {

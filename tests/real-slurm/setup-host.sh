@@ -143,6 +143,22 @@ slurm_config() {
     install -d -o slurm -g slurm -m 0700 "$statedir"
     install -d -o root -g root -m 0755 "$spool"
 
+    # ADOPT_HOOKS_DIR=DIR: run DIR's adopt-prolog, adopt-epilog and
+    # adopt-taskprolog as Prolog, Epilog and TaskProlog (tests/real-slurm/
+    # hooks.sh); without it the node has none, and running this again
+    # takes them out.
+    local hooks=""
+    if [[ -n ${ADOPT_HOOKS_DIR:-} ]]; then
+        local h
+        for h in adopt-prolog adopt-epilog adopt-taskprolog; do
+            [[ -x $ADOPT_HOOKS_DIR/$h ]] || die "ADOPT_HOOKS_DIR: $ADOPT_HOOKS_DIR/$h is not an executable"
+        done
+        hooks="
+Prolog=$ADOPT_HOOKS_DIR/adopt-prolog
+Epilog=$ADOPT_HOOKS_DIR/adopt-epilog
+TaskProlog=$ADOPT_HOOKS_DIR/adopt-taskprolog"
+    fi
+
     local slurm_conf cgroup_conf changed=no
     slurm_conf="$marker
 # Single-node cluster for the slurm-adopt real-Slurm tests. Hand edits are lost.
@@ -166,7 +182,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 # pam_slurm_adopt and pam_adopt need the extern step: contain creates it at
 # job start on every allocated node.
-PrologFlags=contain
+PrologFlags=contain${hooks}
 ProctrackType=proctrack/cgroup
 TaskPlugin=task/cgroup
 SelectType=select/cons_tres

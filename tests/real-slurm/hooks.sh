@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Tier 2: the Prolog, Epilog and TaskProlog hooks on the real node.
+# slurm.conf points Prolog/Epilog/TaskProlog at the release build (through
+# setup-host.sh's ADOPT_HOOKS_DIR) for the duration of this script; the
+# node is set back to no hooks when it ends.
+#
+#   runtime-dir mode: a job sees XDG_RUNTIME_DIR, owned by the user, 0700;
+#   an ssh login adopted into the job sees it too (pam_adopt's session
+#   phase); with two jobs, ending the first keeps the dir, ending the last
+#   removes it.
+#   linger mode (the marker file: this host has no logind): the same with
+#   /var/lib/systemd/linger/USER.
+#
+# Needs setup-host.sh to have run and the release build of the hooks and
+# of pam_adopt.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/real-slurm/lib.sh
+source "$here/lib.sh"
+
+hooks_dir=/usr/local/libexec/slurm-adopt-tests
+ours=/usr/local/lib/slurm-adopt-tests/pam_adopt.so
+adopt_toml=/etc/slurm/adopt.toml
+port=2224
+user=adopt-alice
+uid=$(id -u "$user")
+rundir=/run/user/$uid
+marker=/var/lib/systemd/linger/$user
+syslog=/var/log/syslog
+work=$(mktemp -d /tmp/slurm-adopt-hooks.XXXXXX)
+chmod 0755 "$work"
+# The batch jobs write their reports here as the user.
+install -d -o "$user" -m 0755 "$work/out"
+
+for b in adopt-prolog adopt-epilog adopt-taskprolog; do
+    [[ -x $repo/target/release/$b ]] || { echo "hooks.sh: target/release/$b missing: cargo build --release -p adopt-prolog -p adopt-epilog" >&2; exit 1; }
+    install -D -m 0755 "$repo/target/release/$b" "$hooks_dir/$b"
+done
+install -D -m 0644 "$repo/target/release/libpam_adopt.so" "$ours"
+
+restore() {
+    stop_test_sshd $port || true
+    cancel_all_test_jobs || true
+    rm -f "$adopt_toml"
+    "$here/setup-host.sh" >/dev/null || echo "hooks.sh: could not set the node back to no hooks" >&2
+    rm -rf "$work"
+}
+trap restore EXIT
+
+# A config left by a failed earlier run would change the mode.
+rm -f "$adopt_toml"
+ADOPT_HOOKS_DIR=$hooks_dir "$here/setup-host.sh" | sed 's/^/  /'
+touch "$syslog"
+
+# epilog_line JOB: the adopt-epilog syslog line for JOB, once it is there.
+epilog_line() {
+    wait_for_line "$syslog" "adopt-epilog\[[0-9]+\]: job=$1 " 30 || return 1
+    grep -E "adopt-epilog\[[0-9]+\]: job=$1 " "$syslog" | tail -n1
+}
+epilog_says() { epilog_line "$1" | grep -q -- "$2"; }
+
+# A job whose batch script reports its environment into $work.
+report_job() {
+    local name=$1
+    submit_job "$user" --output="$work/out/$name.out" --wrap \
+        "echo XDG_RUNTIME_DIR=\$XDG_RUNTIME_DIR; echo XDG_SESSION_TYPE=\$XDG_SESSION_TYPE; echo XDG_SESSION_CLASS=\$XDG_SESSION_CLASS; stat -c 'dir=%U %a' \"\$XDG_RUNTIME_DIR\"; sleep 600"
+}
+job_reported() { grep -q '^dir=' "$1" 2>/dev/null; }
+
+echo "== runtime-dir mode"
+rm -rf "$rundir"
+job1=$(report_job j1)
+wait_job_running "$job1"
+wait_until 20 job_reported "$work/out/j1.out" || cat "$work/out/j1.out" 2>/dev/null
+check "the job's XDG_RUNTIME_DIR is $rundir" grep -qx "XDG_RUNTIME_DIR=$rundir" "$work/out/j1.out"
+check "it exists, owned by $user, mode 700" grep -qx "dir=$user 700" "$work/out/j1.out"
+check "TaskProlog exports XDG_SESSION_TYPE=tty" grep -qx "XDG_SESSION_TYPE=tty" "$work/out/j1.out"
+check "TaskProlog exports XDG_SESSION_CLASS=user" grep -qx "XDG_SESSION_CLASS=user" "$work/out/j1.out"
+check "the Prolog logged to syslog" grep -qE "adopt-prolog\[[0-9]+\]: job=$job1 user=$user uid=$uid mode=runtime-dir result=ok" "$syslog"
+
+printf 'account required pam_unix.so\naccount required %s\n' "$ours" >"$work/account"
+printf 'session optional %s\n' "$ours" >"$work/session"
+start_test_sshd $port "$work/account" "$work/session"
+# shellcheck disable=SC2016 # expanded by the remote shell
+ssh_out=$(ssh_as "$user" $port 'echo "XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"; echo "SLURM_JOB_ID=$SLURM_JOB_ID"; test -O "$XDG_RUNTIME_DIR" && echo owned' </dev/null 2>&1 || true)
+echo "$ssh_out" | sed 's/^/  ssh: /'
+check "the adopted ssh login is in job $job1" grep -qx "SLURM_JOB_ID=$job1" <<<"$ssh_out"
+check "the adopted ssh login sees XDG_RUNTIME_DIR=$rundir" grep -qx "XDG_RUNTIME_DIR=$rundir" <<<"$ssh_out"
+check "and the directory is the user's" grep -qx owned <<<"$ssh_out"
+
+job2=$(submit_job "$user")
+wait_job_running "$job2"
+cancel_job "$job1"
+check "ending job $job1 while $job2 runs: the Epilog keeps the dir" epilog_says "$job1" "verdict=not-last:$job2 "
+check "$rundir still exists" test -d "$rundir"
+cancel_job "$job2"
+check "ending the last job $job2: the Epilog says last" epilog_says "$job2" "verdict=last "
+check "$rundir is gone" test ! -e "$rundir"
+
+echo "== linger mode (marker file)"
+printf '# written by tests/real-slurm/hooks.sh\nmode = "linger"\n' >"$adopt_toml"
+rm -f "$marker"
+job3=$(submit_job "$user")
+job4=$(submit_job "$user")
+wait_job_running "$job3"
+wait_job_running "$job4"
+check "the Prolog wrote $marker" test -f "$marker"
+cancel_job "$job3"
+check "ending job $job3 while $job4 runs keeps linger" epilog_says "$job3" "verdict=not-last:$job4 "
+check "$marker is still there" test -f "$marker"
+cancel_job "$job4"
+check "ending the last job $job4 disables linger" epilog_says "$job4" "verdict=last "
+check "$marker is gone" test ! -e "$marker"
+check "linger mode made no runtime dir" test ! -e "$rundir"
+
+summary
