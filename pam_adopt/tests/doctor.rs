@@ -848,6 +848,17 @@ fn service_not_in_the_module_service_list() {
 }
 
 #[test]
+fn a_copy_of_etc_alone_warns_instead_of_failing() {
+    let n = Node::new();
+    fs::remove_dir_all(n.path("usr")).expect("rm usr");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    let msg = r.expect("warn", "module-installed", "/etc/pam.d/sshd:10");
+    assert!(msg.contains("the --root copy has no /usr"), "{msg}");
+    r.expect("warn", "hooks", "/etc/slurm/slurm.conf:12");
+}
+
+#[test]
 fn no_pam_service_file() {
     let r = Node::new().doctor(&["--pam-service", "teleport"]);
     assert_eq!(r.code, 2);

@@ -55,6 +55,18 @@ impl Root {
     fn is_set(&self) -> bool {
         self.0.is_some()
     }
+
+    /// A `--root` copy that holds only part of a node (often just /etc)
+    /// cannot say whether a file outside it exists on the node.
+    fn lacks_tree_of(&self, node_path: &Path) -> bool {
+        let Some(r) = &self.0 else { return false };
+        let top = node_path
+            .strip_prefix("/")
+            .unwrap_or(node_path)
+            .components()
+            .next();
+        top.is_some_and(|c| !r.join(c.as_os_str()).exists())
+    }
 }
 
 #[derive(Debug)]
@@ -210,6 +222,17 @@ fn skips_to_success(e: &Entry, index: usize, target: usize) -> Option<String> {
     }
 }
 
+/// `usr` for `/usr/lib/...`.
+fn top_dir(node_path: &Path) -> String {
+    node_path
+        .strip_prefix("/")
+        .unwrap_or(node_path)
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn security_dirs() -> Vec<PathBuf> {
     let triplet = format!("{}-linux-gnu", std::env::consts::ARCH);
     vec![
@@ -274,7 +297,24 @@ fn account_checks(d: &mut Doctor<'_>, stacks: &Stacks, pam_path: &Path) -> Optio
     }
 
     // The module file itself, and where it lives.
+    let security = security_dirs();
+    let module_node_path = if module.module.starts_with('/') {
+        PathBuf::from(&module.module)
+    } else {
+        security[0].join(&module.module)
+    };
     match module_file(d.root(), &module.module) {
+        None if d.root().lacks_tree_of(&module_node_path) => d.push(
+            "module-installed",
+            Status::Warn,
+            Doctor::at(module),
+            format!(
+                "the --root copy has no /{}: whether {} is installed was not checked",
+                top_dir(&module_node_path),
+                module.module
+            ),
+            "copy the node's /usr/lib/<triplet>/security too, or run doctor on the node",
+        ),
         None => {
             let what = if module.dash {
                 "is skipped because of the `-` prefix, so every login is let in unconfined"
@@ -977,6 +1017,13 @@ fn hook_checks(d: &mut Doctor<'_>, conf: &SlurmConf, settings: &Settings, conf_p
         for target in targets {
             let shown = d.root().shown(&target);
             match fs::metadata(&target) {
+                Err(_) if d.root().lacks_tree_of(&node_path) => d.push(
+                    "hooks",
+                    Status::Warn,
+                    place,
+                    format!("{key} {shown} is outside the --root copy and was not checked"),
+                    format!("copy {shown} too, or run doctor on the node"),
+                ),
                 Err(e) => d.push(
                     "hooks",
                     Status::Fail,

@@ -336,3 +336,80 @@ fn tokenize(line: &str) -> Vec<String> {
     }
     tokens
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bracketed_controls_stay_one_token() {
+        let t = tokenize("account  [success=1 default=ignore]\tpam_unix.so a=b [x y]");
+        assert_eq!(
+            t,
+            [
+                "account",
+                "[success=1 default=ignore]",
+                "pam_unix.so",
+                "a=b",
+                "[x y]"
+            ]
+        );
+        let c = Control::parse(&t[1]);
+        assert_eq!(c.action("success"), Some("1"));
+        assert_eq!(c.action("perm_denied"), Some("ignore"));
+        assert_eq!(Control::parse("Sufficient"), Control::Sufficient);
+    }
+
+    #[test]
+    fn comments_and_continuations() {
+        let lines = logical_lines(
+            "# c\naccount required \\\n  pam_x.so arg # tail\n\nsession optional pam_y.so\n",
+        );
+        let kept: Vec<(usize, String)> = lines
+            .into_iter()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].0, 2);
+        assert_eq!(
+            tokenize(&kept[0].1),
+            ["account", "required", "pam_x.so", "arg"]
+        );
+        assert_eq!(kept[1].0, 5);
+    }
+
+    #[test]
+    fn include_keeps_only_its_type_and_substack_is_marked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pamd = dir.path().join("etc/pam.d");
+        fs::create_dir_all(&pamd).expect("mkdir");
+        fs::write(
+            pamd.join("common"),
+            "account required pam_a.so\nsession required pam_s.so\n",
+        )
+        .expect("write");
+        fs::write(
+            pamd.join("svc"),
+            "session include common\naccount substack common\n-account required pam_adopt.so x=1\n",
+        )
+        .expect("write");
+        let root = Root::new(Some(dir.path().to_owned()));
+        let stacks = read(&root, &pamd.join("svc"));
+        assert!(stacks.problems.is_empty(), "{:?}", stacks.problems);
+        let kinds: Vec<(&str, &str, bool)> = stacks
+            .entries
+            .iter()
+            .map(|e| (e.kind.as_str(), e.name(), e.in_substack))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("session", "pam_s.so", false),
+                ("account", "pam_a.so", true),
+                ("account", "pam_adopt.so", false)
+            ]
+        );
+        assert!(stacks.entries[2].dash);
+        assert_eq!(stacks.entries[2].arg("X"), Some("1"));
+    }
+}

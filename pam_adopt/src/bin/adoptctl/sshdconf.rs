@@ -240,3 +240,38 @@ fn split_args(s: &str) -> Vec<String> {
     }
     args
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*.conf", "10-site.conf"));
+        assert!(!wildcard("*.conf", "10-site.conf.bak"));
+        assert!(wildcard("a?c*", "abcdef"));
+        assert!(wildcard("*", ""));
+        assert!(!wildcard("?", ""));
+    }
+
+    #[test]
+    fn first_global_value_wins_and_match_all_ends_a_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("sshd_config");
+        fs::write(
+            &p,
+            "UsePAM yes\nusepam no\nMatch User bob\n  KbdInteractiveAuthentication yes\nMatch all\nKbdInteractiveAuthentication=no\n",
+        )
+        .expect("write");
+        let c = read(&Root::new(None), &p).expect("read");
+        let pam = c.first_global(&["usepam"]).expect("usepam");
+        assert_eq!((pam.line, pam.args[0].as_str()), (1, "yes"));
+        let kbd = c
+            .first_global(&["kbdinteractiveauthentication"])
+            .expect("kbd");
+        assert_eq!((kbd.line, kbd.args[0].as_str()), (6, "no"));
+        let in_match = c.in_match_blocks(&["kbdinteractiveauthentication"]);
+        assert_eq!(in_match.len(), 1);
+        assert_eq!(in_match[0].block.as_ref().map(|b| b.line), Some(3));
+    }
+}
