@@ -273,6 +273,24 @@ fn pam_localuser_sufficient_short_circuits() {
 }
 
 #[test]
+fn pam_succeed_if_for_system_accounts_is_a_warning() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/common-account",
+        "# shared account stack (pam-auth-update layout)\n",
+        "# shared account stack (pam-auth-update layout)\naccount sufficient pam_succeed_if.so uid < 1000 quiet\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    let msg = r.expect(
+        "warn",
+        "account-short-circuit",
+        "/etc/pam.d/common-account:2",
+    );
+    assert!(msg.contains("uid < 1000"), "{msg}");
+}
+
+#[test]
 fn a_jump_over_the_module_short_circuits() {
     let n = Node::new();
     n.edit(

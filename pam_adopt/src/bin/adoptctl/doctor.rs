@@ -397,6 +397,23 @@ fn account_checks(d: &mut Doctor<'_>, stacks: &Stacks, pam_path: &Path) -> Optio
         }
         if let Some(why) = skips_to_success(e, i, index) {
             short = true;
+            if e.name() == "pam_succeed_if.so" {
+                // RHEL's system-auth lets system accounts (uid < 1000) through
+                // this way: a narrow, usually intended bypass.
+                let msg = format!(
+                    "`account {} pam_succeed_if.so {}` {why}: users matching it skip {name} and are not adopted",
+                    e.control.text(),
+                    e.args.join(" ")
+                );
+                d.push(
+                    "account-short-circuit",
+                    Status::Warn,
+                    Doctor::at(e),
+                    msg,
+                    "make sure its condition matches only system accounts, never cluster users",
+                );
+                continue;
+            }
             let msg = format!(
                 "`account {} {}` {why}, before {name} runs: those logins are not held to a job",
                 e.control.text(),
