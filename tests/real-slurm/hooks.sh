@@ -115,4 +115,33 @@ check "ending the last job $job4 disables linger" epilog_says "$job4" "verdict=l
 check "$marker is gone" test ! -e "$marker"
 check "linger mode made no runtime dir" test ! -e "$rundir"
 
+echo "== reap_strays at the last job"
+# A process of the user outside any job (say, left by a login the module
+# did not adopt): only the last job's Epilog reaps it, dry run first.
+start_stray() {
+    runuser -u "$user" -- setsid sleep 900 </dev/null >/dev/null 2>&1 &
+    local pid=$!
+    wait_until 5 test -n "$(pgrep -u "$user" -f 'sleep 900' || true)"
+    pgrep -u "$user" -f 'sleep 900' | head -n1
+    : "$pid"
+}
+printf '# written by tests/real-slurm/hooks.sh\n[reap_strays]\nenabled = true\ndry_run = true\n' >"$adopt_toml"
+stray=$(start_stray)
+job5=$(submit_job "$user")
+wait_job_running "$job5"
+cancel_job "$job5"
+check "dry run: the last Epilog names the stray $stray" epilog_says "$job5" "would kill strays (dry run): $stray(sleep)"
+check "dry run: the stray $stray lives" kill -0 "$stray"
+printf '# written by tests/real-slurm/hooks.sh\n[reap_strays]\nenabled = true\ndry_run = false\n' >"$adopt_toml"
+job6=$(submit_job "$user")
+job7=$(submit_job "$user")
+wait_job_running "$job6"
+wait_job_running "$job7"
+cancel_job "$job6"
+check "not the last job: the stray $stray lives" kill -0 "$stray"
+cancel_job "$job7"
+check "the last Epilog killed the stray" epilog_says "$job7" "killed 1 of 1 strays: $stray(sleep)"
+check "the stray $stray is gone" wait_until 5 _pid_gone "$stray"
+pkill -u "$user" -f 'sleep 900' 2>/dev/null || true
+
 summary
