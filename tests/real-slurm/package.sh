@@ -28,10 +28,12 @@ pkg=slurm-adopt
 work=$(mktemp -d /tmp/slurm-adopt-package.XXXXXX)
 installed_by_us=no
 
+saved_toml=$work/adopt.toml.saved
 cleanup() {
     stop_test_sshd "$port" || true
     cancel_all_test_jobs || true
     if [[ $installed_by_us == yes ]]; then dpkg --purge "$pkg" >/dev/null 2>&1 || true; fi
+    if [[ -e $saved_toml ]]; then mv -f "$saved_toml" /etc/slurm/adopt.toml; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -58,6 +60,13 @@ check "package Depends names libc6, libpam0g and libmunge2" \
 if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
     echo "--- purging a $pkg left installed by an earlier run"
     dpkg --purge "$pkg" >/dev/null
+fi
+
+# An adopt.toml that no package owns (another test's) would make dpkg ask
+# about the conffile, and the purge would delete it: keep it aside.
+if [[ -e /etc/slurm/adopt.toml ]]; then
+    echo "--- moving an unowned /etc/slurm/adopt.toml aside until the end"
+    mv /etc/slurm/adopt.toml "$saved_toml"
 fi
 
 # Which of the package's paths exist before it is installed (directories
