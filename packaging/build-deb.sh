@@ -78,6 +78,7 @@ install -D -m 0644 packaging/debian/copyright "$doc/copyright"
 sed "s/@VERSION@/$debversion/" packaging/debian/changelog | gzip -9n >"$doc/changelog.Debian.gz"
 chmod 0644 "$doc/changelog.Debian.gz"
 echo /etc/slurm/adopt.toml >"$stage/DEBIAN/conffiles"
+install -D -m 0644 packaging/debian/lintian-overrides "$stage/usr/share/lintian/overrides/slurm-adopt"
 
 # --------------------------------------------------------------- SELinux
 # Built policy packages when the tree has a policy and the devel Makefile is

@@ -56,6 +56,17 @@ check "package has no maintainer scripts" bash -c '! dpkg-deb --ctrl-tarfile "$1
 check "package Depends names libc6, libpam0g and libmunge2" \
     bash -c 'd=$(dpkg-deb -f "$1" Depends); [[ $d == *libc6* && $d == *libpam0g* && $d == *libmunge2* ]]' sh "$deb"
 
+if ! command -v lintian >/dev/null; then
+    echo "--- installing lintian"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lintian >"$work/apt-lintian.log" 2>&1 ||
+        { tail -n 20 "$work/apt-lintian.log" >&2; echo "package.sh: apt-get install lintian failed" >&2; exit 1; }
+fi
+t0=$SECONDS
+lintian --display-info --pedantic --fail-on error,warning,info "$deb" >"$work/lintian.out" 2>&1 && lintian_rc=0 || lintian_rc=$?
+grep -v 'running with root privileges' "$work/lintian.out" | sed 's/^/       | /' || true
+echo "--- lintian took $((SECONDS - t0)) s"
+check "lintian: no error, warning or info tag (pedantic; overrides in packaging/debian/lintian-overrides)" test "$lintian_rc" -eq 0
+
 # A run that died before its purge left the package installed.
 if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
     echo "--- purging a $pkg left installed by an earlier run"
