@@ -32,9 +32,12 @@ work=$(mktemp -d /tmp/slurm-adopt-bench.XXXXXX)
 trap 'cancel_all_test_jobs || true; rm -rf "$work"' EXIT
 
 mkdir -p "$work/ours" "$work/theirs"
-mkdir -p "$work/ours-long"
+mkdir -p "$work/ours-long" "$work/permit-long"
 echo "account required $ours" >"$work/ours/sshd"
 echo "account required $ours adopt_via=cgroup" >"$work/ours-long/sshd"
+# The control: the same loop with only pam_permit, so what libpam, the
+# loader and malloc grow by themselves is not counted as ours.
+echo "account required pam_permit.so" >"$work/permit-long/sshd"
 echo "account required $theirs action_adopt_failure=deny action_generic_failure=deny" >"$work/theirs/sshd"
 
 job=$(submit_job "$user")
@@ -71,4 +74,8 @@ run pam_adopt-long "$work/ours-long" "$long_n"
 }
 start=$(field pam_adopt-long rss_start_kib); end=$(field pam_adopt-long rss_end_kib)
 echo "rss growth: $((end - start)) KiB ($start -> $end KiB)"
+run pam_permit-long "$work/permit-long" "$long_n"
+cstart=$(field pam_permit-long rss_start_kib); cend=$(field pam_permit-long rss_end_kib)
+echo "rss growth of the pam_permit-only control over $long_n transactions: $((cend - cstart)) KiB ($cstart -> $cend KiB)"
+echo "rss growth attributable to pam_adopt: $(((end - start) - (cend - cstart))) KiB"
 cancel_job "$job"
