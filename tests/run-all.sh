@@ -48,6 +48,10 @@ tier2_hooks() {
     tests/real-slurm/hooks.sh 2>&1 | tee "$log_dir/real-slurm-hooks.log"
 }
 
+tier2_package() {
+    tests/real-slurm/package.sh 2>&1 | tee "$log_dir/real-slurm-package.log"
+}
+
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
 stage "tier 1: fuzz the RPC, stepd and /proc/net parsers (bounded)" tests/scripts/fuzz.sh
@@ -56,6 +60,7 @@ stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slur
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
 stage "tier 2: several jobs per user, callerid RPC" tier2_multi_job
 stage "tier 2: Prolog, Epilog and TaskProlog hooks" tier2_hooks
+stage "tier 2: Debian package: build, lintian, dpkg -i, doctor, logins, purge" tier2_package
 stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh
 stage "tier 2: benchmark, extern-step count" tests/real-slurm/bench-steps.sh
 stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh

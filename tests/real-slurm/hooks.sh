@@ -121,8 +121,8 @@ echo "== reap_strays at the last job"
 start_stray() {
     runuser -u "$user" -- setsid sleep 900 </dev/null >/dev/null 2>&1 &
     local pid=$!
-    wait_until 5 test -n "$(pgrep -u "$user" -f 'sleep 900' || true)"
-    pgrep -u "$user" -f 'sleep 900' | head -n1
+    wait_until 5 test -n "$(pgrep --ns $$ -u "$user" -f 'sleep 900' || true)"
+    pgrep --ns $$ -u "$user" -f 'sleep 900' | head -n1
     : "$pid"
 }
 printf '# written by tests/real-slurm/hooks.sh\n[reap_strays]\nenabled = true\ndry_run = true\n' >"$adopt_toml"
@@ -142,6 +142,6 @@ check "not the last job: the stray $stray lives" kill -0 "$stray"
 cancel_job "$job7"
 check "the last Epilog killed the stray" epilog_says "$job7" "killed 1 of 1 strays: $stray(sleep)"
 check "the stray $stray is gone" wait_until 5 _pid_gone "$stray"
-pkill -u "$user" -f 'sleep 900' 2>/dev/null || true
+pkill --ns $$ -u "$user" -f 'sleep 900' 2>/dev/null || true
 
 summary

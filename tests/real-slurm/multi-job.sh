@@ -89,7 +89,7 @@ scenarios() {
     # slurmd stopped: the callerid RPC gets no answer; the login must
     # follow action_unknown, and quickly.
     kill "$(cat /run/slurmd.pid)"
-    wait_until 10 bash -c '! pgrep -x slurmd >/dev/null'
+    wait_until 10 bash -c '! pgrep --ns $$ -x slurmd >/dev/null'
     local t0=$SECONDS
     out=denied
     ssh_as "$user" "$port" true 2>"$err" && out=allowed

@@ -90,7 +90,8 @@ start_munge() {
 start_rsyslog() {
     # Tests grep LOG_AUTHPRIV lines (pam_syslog) in /var/log/auth.log;
     # Debian's stock rsyslog.conf sends auth,authpriv.* there.
-    if pgrep -x rsyslogd >/dev/null; then
+    # --ns: a mini-cluster container's rsyslogd is visible here too, and is not ours.
+    if pgrep --ns $$ -x rsyslogd >/dev/null; then
         say "rsyslog: already running"
     else
         rm -f /run/rsyslogd.pid
