@@ -1,0 +1,284 @@
+# shellcheck shell=bash
+# The cluster scenarios, run from the host through docker exec against a
+# running cluster of one version (lib.sh's mc_up). Sourced by test.sh and
+# up.sh. Every scenario runs with one module (ours or debian) and records
+# an outcome for the parity table; our module's outcomes are asserted.
+
+MC_USER=adopt-alice
+MC_UID=2001
+MC_DENY_MSG="you have no active jobs on this node"
+MC_PASSED=${MC_PASSED:-0}
+MC_FAILED=${MC_FAILED:-0}
+declare -gA MC_RESULT=()
+MC_ROWS=()
+
+# check NAME CMD...: CMD must succeed; its output is shown only on failure.
+mc_check() {
+    local name=$1 out rc=0
+    shift
+    out=$("$@" 2>&1) || rc=$?
+    if ((rc == 0)); then
+        MC_PASSED=$((MC_PASSED + 1))
+        echo "ok   - $name"
+    else
+        MC_FAILED=$((MC_FAILED + 1))
+        echo "FAIL - $name (exit $rc)"
+        [[ -z $out ]] || printf '%s\n' "$out" | sed 's/^/       | /'
+    fi
+    return 0
+}
+mc_fail() { MC_FAILED=$((MC_FAILED + 1)); echo "FAIL - $*"; }
+_mc_eq() { [[ $1 == "$2" ]] || { echo "expected '$2', got '$1'"; return 1; }; }
+
+# record ROW MODULE VALUE: one cell of the parity table.
+mc_record() {
+    [[ " ${MC_ROWS[*]} " == *" $1 "* ]] || MC_ROWS+=("$1")
+    MC_RESULT["$1|$2"]=$3
+}
+
+mc_parity_table() {
+    local ver=$1 r
+    echo
+    echo "parity, Slurm $ver: pam_adopt vs Debian's pam_slurm_adopt (same image, same scenarios)"
+    printf '  %-34s %-30s %-30s %s\n' scenario pam_adopt pam_slurm_adopt ""
+    for r in "${MC_ROWS[@]}"; do
+        local a=${MC_RESULT["$r|ours"]:-?} b=${MC_RESULT["$r|debian"]:-?} mark=""
+        # Only the part before any "(...)" detail is compared.
+        [[ ${a%% (*} == "${b%% (*}" ]] || mark="<- differs"
+        printf '  %-34s %-30s %-30s %s\n' "${r//_/ }" "$a" "$b" "$mark"
+    done
+    echo
+}
+
+# ------------------------------------------------------------ helpers
+_mc_wait() { # SECONDS CMD...
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+mc_submit() { # VER SBATCH-ARGS...: prints the job id
+    local ver=$1
+    shift
+    mc_as "$ver" login "$MC_USER" "sbatch --parsable --chdir=/tmp --output=/dev/null --job-name=mc-test $* --wrap 'sleep 900'" | cut -d';' -f1
+}
+
+# The extern step's socket is on every node of the job: logins can join.
+_mc_extern_up() { # VER JOB NODE...
+    local ver=$1 job=$2 n
+    shift 2
+    [[ $(mc_exec "$ver" ctl squeue -h -j "$job" -o %T 2>/dev/null) == RUNNING ]] || return 1
+    for n in "$@"; do
+        mc_exec "$ver" "$n" bash -c "compgen -G '/var/spool/slurmd/${n}_${job}.4294967292' >/dev/null" || return 1
+    done
+}
+mc_wait_job() { # VER JOB NODE...
+    local ver=$1 job=$2
+    _mc_wait 40 _mc_extern_up "$@" && return 0
+    echo "job $job not running with its extern step on ${*:3} after 40 s:" >&2
+    mc_exec "$ver" ctl scontrol show job "$job" >&2 || true
+    mc_logs "$ver"
+    return 1
+}
+
+_mc_no_jobs() {
+    local ver=$1 n
+    [[ -z $(mc_exec "$ver" ctl squeue -h -o %i 2>/dev/null) ]] || return 1
+    for n in c1 c2; do
+        mc_exec "$ver" "$n" bash -c "! compgen -G '/var/spool/slurmd/${n}_*.4294967292' >/dev/null" || return 1
+    done
+}
+mc_cancel_all() {
+    local ver=$1
+    mc_exec "$ver" ctl scancel -u "$MC_USER" 2>/dev/null || true
+    mc_exec "$ver" ctl scancel -u adopt-bob 2>/dev/null || true
+    _mc_wait 40 _mc_no_jobs "$ver" || { echo "jobs still present 40 s after scancel" >&2; mc_exec "$ver" ctl squeue >&2; return 1; }
+}
+
+# Lines of NODE's auth.log after mark N (mc_mark prints N).
+mc_mark() { mc_exec "$1" "$2" wc -l </dev/null /var/log/auth.log | awk '{print $1}'; }
+mc_auth_since() { mc_exec "$1" "$2" tail -n "+$(($3 + 1))" /var/log/auth.log; }
+# Our module's decision line for the user since the mark: "decision job reason usec".
+mc_decision() {
+    local line=""
+    # rsyslog writes a moment after sshd logs.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        line=$(mc_auth_since "$1" "$2" "$3" | grep -E "pam_adopt\(sshd:account\): user=$MC_USER " | tail -n1)
+        [[ -n $line ]] && break
+        sleep 0.2
+    done
+    sed -nE 's/.* decision=([a-z]+) job=([^ ]+) reason=([a-z_]+) usec=([0-9]+).*/\1 \2 \3 \4/p' <<<"$line"
+}
+
+# Job of the remote shell, from its cgroup: "job_17/step_extern" -> 17.
+_mc_landed() { grep -oE 'job_[0-9]+/step_extern' | head -n1 | sed -E 's/job_([0-9]+).*/\1/'; }
+# mc_login VER FROM-NODE TO-NODE [JOB-FOR-SRUN]: ssh as the user, prints
+# "job N", "denied+msg", "denied" or "error". With a job, the ssh runs as a
+# task of that job on FROM-NODE (srun --overlap), the way a user's MPI
+# launcher or script reaches the job's other nodes.
+mc_login() {
+    local ver=$1 from=$2 to=$3 job=${4:-} cmd out rc=0
+    cmd="ssh $to cat /proc/self/cgroup"
+    [[ -n $job ]] && cmd="srun --jobid=$job -w $from -N1 -n1 --overlap --quiet $cmd"
+    out=$(mc_as "$ver" "$from" "$MC_USER" "$cmd" 2>&1 </dev/null) || rc=$?
+    local j
+    j=$(_mc_landed <<<"$out")
+    if [[ -n $j ]]; then echo "job $j"
+    elif grep -q "$MC_DENY_MSG" <<<"$out"; then echo "denied+msg"
+    elif ((rc != 0)); then echo "denied"
+    else echo "error"; fi
+}
+
+_mc_pgrep_in_job() { # VER NODE PATTERN JOB: a process matching PATTERN is in JOB's cgroup
+    local pids p
+    pids=$(mc_exec "$1" "$2" pgrep -f "$3") || return 1
+    for p in $pids; do
+        mc_exec "$1" "$2" grep -q "job_$4/step_extern" "/proc/$p/cgroup" 2>/dev/null && return 0
+    done
+    return 1
+}
+_mc_pgrep_none() { ! mc_exec "$1" "$2" pgrep -f "$3" >/dev/null; }
+_mc_user_procs_none() { ! mc_exec "$1" "$2" pgrep -u "$MC_UID" >/dev/null; }
+_mc_rundir() { mc_exec "$1" "$2" stat -c '%u %a' "/run/user/$MC_UID" 2>/dev/null; }
+_mc_rundir_gone() { ! mc_exec "$1" "$2" test -e "/run/user/$MC_UID"; }
+# "job 17" -> "job J" / "job K": the table reads the same whatever the ids.
+_mc_jk() {
+    case $1 in "job $2") echo "job J" ;; "job ${3:-none}") echo "job K" ;; *) echo "$1" ;; esac
+}
+_mc_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# ------------------------------------------------------------ scenarios
+# mc_scenarios VERSION ours|debian
+mc_scenarios() {
+    local ver=$1 m=$2 label hooks n mark got d
+    label=$([[ $m == ours ]] && echo pam_adopt || echo pam_slurm_adopt)
+    hooks=$(mc_exec "$ver" c1 cat /etc/slurm-adopt-mc-hooks)
+    echo "--- Slurm $ver, $label (hooks configured: $hooks)"
+    for n in c1 c2; do mc_exec "$ver" "$n" mc-pam "$m"; done
+    mc_cancel_all "$ver" || { mc_fail "$label: could not clear old jobs"; return 0; }
+    # Ours is asserted; Debian's outcomes go to the parity table only.
+    _chk() { if [[ $m == ours ]]; then mc_check "$@"; fi; }
+
+    got=$(mc_login "$ver" login c1)
+    mc_record "no_job:_ssh_login->c1" "$m" "$got"
+    _chk "$label: no job: ssh login->c1 is denied with the message" _mc_eq "$got" denied+msg
+
+    local j k
+    if ! j=$(mc_submit "$ver" -N2 -w c1,c2) || ! mc_wait_job "$ver" "$j" c1 c2; then
+        mc_fail "$label: two-node job did not start"
+        return 0
+    fi
+    mark=$(mc_mark "$ver" c1)
+    got=$(mc_login "$ver" login c1)
+    d=$(mc_decision "$ver" c1 "$mark")
+    mc_record "job_J_on_c1,c2:_ssh_login->c1" "$m" "$(_mc_jk "$got" "$j" "")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+    _chk "$label: job $j: ssh login->c1 lands in job $j's step_extern" _mc_eq "$got" "job $j"
+    if [[ $m == ours ]]; then
+        # The hooks have landed: a cluster without them is a failure, not a skip.
+        mc_check "the Prolog/Epilog/TaskProlog are configured (adopt-prolog --version works)" _mc_eq "$hooks" yes
+    fi
+    if [[ $m == ours && $hooks == yes ]]; then
+        mc_check "Prolog made /run/user/$MC_UID on c1, owned by the user, mode 700" _mc_eq "$(_mc_rundir "$ver" c1)" "$MC_UID 700"
+        mc_check "TaskProlog: a task of job $j sees XDG_RUNTIME_DIR=/run/user/$MC_UID" _mc_eq \
+            "$(mc_as "$ver" login "$MC_USER" "srun --jobid=$j -w c1 -N1 -n1 --overlap --quiet printenv XDG_RUNTIME_DIR" 2>&1)" "/run/user/$MC_UID"
+        mc_check "session phase: an ssh login into job $j sees XDG_RUNTIME_DIR=/run/user/$MC_UID" _mc_eq \
+            "$(mc_as "$ver" login "$MC_USER" "ssh c1 printenv XDG_RUNTIME_DIR" 2>&1)" "/run/user/$MC_UID"
+    fi
+
+    mark=$(mc_mark "$ver" c2)
+    got=$(mc_login "$ver" c1 c2 "$j")
+    d=$(mc_decision "$ver" c2 "$mark")
+    mc_record "task_of_J_on_c1->c2_(one_job)" "$m" "$(_mc_jk "$got" "$j" "")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+    _chk "$label: from a task of job $j on c1, ssh c2 lands in job $j" _mc_eq "$got" "job $j"
+    [[ $m == ours ]] && echo "       c2's line: ${d:-none}"
+
+    # A second, newer job on c2: "newest" would now pick it, so landing in
+    # J proves that the callerid RPC to c1's slurmd chose the job.
+    if ! k=$(mc_submit "$ver" -N1 -w c2) || ! mc_wait_job "$ver" "$k" c2; then
+        mc_fail "$label: second job on c2 did not start"
+        return 0
+    fi
+    mark=$(mc_mark "$ver" c2)
+    got=$(mc_login "$ver" c1 c2 "$j")
+    d=$(mc_decision "$ver" c2 "$mark")
+    mc_record "task_of_J_on_c1->c2_(J+K_on_c2)" "$m" "$(_mc_jk "$got" "$j" "$k")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+    _chk "$label: with job $k newer on c2, ssh from job $j's task still lands in job $j" _mc_eq "$got" "job $j"
+    if [[ $m == ours ]]; then
+        echo "       c2's line: ${d:-none}"
+        mc_check "c2's syslog line says decision=adopt job=$j reason=callerid_match" _mc_eq "$(cut -d' ' -f1-3 <<<"$d")" "adopt $j callerid_match"
+    else
+        mc_auth_since "$ver" c2 "$mark" | grep -E 'pam_slurm_adopt' | sed 's/^/       c2: /' | tail -n 3
+    fi
+
+    # The login node runs no slurmd: the RPC is refused, action_unknown=newest.
+    mark=$(mc_mark "$ver" c2)
+    got=$(mc_login "$ver" login c2)
+    d=$(mc_decision "$ver" c2 "$mark")
+    mc_record "login->c2_(J+K):_newest=K" "$m" "$(_mc_jk "$got" "$j" "$k")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+    _chk "$label: ssh login->c2 (no slurmd on login) follows action_unknown=newest: job $k" _mc_eq "$got" "job $k"
+
+    # Long-lived sessions, one per node, to be ended by scancel.
+    docker exec -d "$(mc_container "$ver" login)" runuser -u "$MC_USER" -- ssh c1 "sleep 901"
+    docker exec -d -w /tmp "$(mc_container "$ver" login)" runuser -u "$MC_USER" -- \
+        srun --jobid="$j" -w c1 -N1 -n1 --overlap --quiet ssh c2 "sleep 902"
+    _mc_wait 15 _mc_pgrep_in_job "$ver" c1 "^sleep 901" "$j"; got=$?
+    _chk "$label: session login->c1 (sleep 901) runs in job $j on c1" test "$got" -eq 0
+    _mc_wait 15 _mc_pgrep_in_job "$ver" c2 "^sleep 902" "$j"; got=$?
+    _chk "$label: session from job $j's task c1->c2 (sleep 902) runs in job $j on c2" test "$got" -eq 0
+    if [[ $m == ours ]]; then
+        local pid
+        pid=$(mc_exec "$ver" c2 pgrep -f "^sleep 902" | head -n1)
+        mc_check "scontrol listpids $j on c2 lists the adopted sleep (pid ${pid:-none})" \
+            bash -c "docker exec $(mc_container "$ver" c2) scontrol listpids $j | awk '{print \$1}' | grep -qx '${pid:-none}'"
+    fi
+
+    # slurmd on c1 stopped (SIGSTOP: it accepts the connection and never
+    # answers, the worst case for the RPC): a login c1->c2 must be decided
+    # by action_unknown within the login deadline (timeout_ms=2000).
+    mc_exec "$ver" c1 pkill -STOP -x slurmd
+    mark=$(mc_mark "$ver" c2)
+    local t0 ms
+    t0=$(_mc_ms)
+    got=$(mc_login "$ver" c1 c2)
+    ms=$(($(_mc_ms) - t0))
+    mc_exec "$ver" c1 pkill -CONT -x slurmd
+    d=$(mc_decision "$ver" c2 "$mark")
+    mc_record "slurmd_on_c1_stopped:_c1->c2" "$m" "$(_mc_jk "$got" "$j" "$k") (${ms} ms)"
+    if [[ $m == ours ]]; then
+        echo "       c2's line: ${d:-none}; ssh took $ms ms"
+        mc_check "slurmd on c1 stopped: login c1->c2 follows action_unknown=newest (job $k)" _mc_eq "$got" "job $k"
+        mc_check "slurmd on c1 stopped: decided within the 2000 ms login deadline (usec=$(cut -d' ' -f4 <<<"$d"))" \
+            test "$(cut -d' ' -f4 <<<"$d")" -le 2000000
+        mc_check "slurmd on c1 stopped: the RPC failure is in c2's log" \
+            bash -c "docker exec $(mc_container "$ver" c2) tail -n +$((mark + 1)) /var/log/auth.log | grep -q 'callerid RPC failed'"
+    fi
+
+    # scancel J: every adopted session of J ends on both nodes; c1 has no
+    # job left (runtime dir gone), c2 still has K (runtime dir kept).
+    mc_exec "$ver" ctl scancel "$j"
+    _mc_wait 30 _mc_pgrep_none "$ver" c1 "^sleep 901"; got=$?
+    mc_record "scancel_J:_sessions_end_on_c1,c2" "$m" "$( ((got == 0)) && _mc_wait 30 _mc_pgrep_none "$ver" c2 "^sleep 902" && echo yes || echo no)"
+    _chk "$label: scancel $j ends the adopted sessions on c1 and c2" _mc_eq "${MC_RESULT["scancel_J:_sessions_end_on_c1,c2|$m"]}" yes
+    _mc_wait 30 _mc_user_procs_none "$ver" c1; got=$?
+    _chk "$label: after scancel $j no process of $MC_USER is left on c1" test "$got" -eq 0
+    if [[ $m == ours && $hooks == yes ]]; then
+        _mc_wait 20 _mc_rundir_gone "$ver" c1; got=$?
+        mc_check "Epilog removed /run/user/$MC_UID on c1 after the user's last job there" test "$got" -eq 0
+        mc_check "Epilog kept /run/user/$MC_UID on c2, where job $k still runs" test -n "$(_mc_rundir "$ver" c2)"
+    fi
+    mc_exec "$ver" ctl scancel "$k"
+    mc_cancel_all "$ver" || mc_fail "$label: jobs did not end after scancel"
+    _mc_wait 30 _mc_user_procs_none "$ver" c2; got=$?
+    _chk "$label: after scancel $k no process of $MC_USER is left on c2" test "$got" -eq 0
+    if [[ $m == ours && $hooks == yes ]]; then
+        _mc_wait 20 _mc_rundir_gone "$ver" c2; got=$?
+        mc_check "Epilog removed /run/user/$MC_UID on c2 after the last job" test "$got" -eq 0
+    fi
+    got=$(mc_login "$ver" login c1)
+    mc_record "after_scancel:_ssh_login->c1" "$m" "$got"
+    _chk "$label: after scancel a new ssh login->c1 is denied again" _mc_eq "$got" denied+msg
+    unset -f _chk
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The newcomer command: bring up a Dockerized Slurm cluster (ctl, c1, c2 and
+# a login node) with pam_adopt.so in the compute nodes' sshd, building
+# whatever is missing (rootfs by debootstrap, images, the toolkit), run a
+# short demo and leave the cluster running.
+#   sudo tests/mini-cluster/up.sh [--version 22.05|24.11|26.05]   (default 24.11)
+# tests/mini-cluster/down.sh removes it again.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$here/lib.sh"
+
+ver=24.11
+while (($#)); do
+    case $1 in
+        --version) ver=${2:?--version needs 22.05, 24.11 or 26.05}; shift 2 ;;
+        -h | --help) sed -n '2,7p' "$0"; exit 0 ;;
+        *) mc_die "unknown argument '$1' (up.sh [--version 22.05|24.11|26.05])" ;;
+    esac
+done
+mc_suite "$ver" >/dev/null
+mc_require_docker
+mc_require_root
+
+t0=$SECONDS
+mc_build_binaries
+mc_up "$ver"
+mc_say "up in $((SECONDS - t0)) s"
+
+login=$(mc_container "$ver" login)
+user=adopt-alice
+demo() { echo; echo "\$ $*"; }
+run_as() { docker exec -w /tmp "$login" runuser -u "$user" -- bash -c "$1" 2>&1 || true; }
+
+echo
+echo "=== demo: Slurm $ver, user $user on the login node"
+demo "ssh c1 hostname     # no job yet"
+run_as "ssh c1 hostname"
+demo "sbatch -w c1 --wrap 'sleep 3600'"
+job=$(docker exec -w /tmp "$login" runuser -u "$user" -- sbatch --parsable --output=/dev/null -w c1 --wrap 'sleep 3600' | cut -d';' -f1)
+echo "Submitted batch job $job"
+for _ in $(seq 1 100); do
+    docker exec "$(mc_container "$ver" c1)" bash -c "compgen -G '/var/spool/slurmd/c1_${job}.4294967292' >/dev/null" && break
+    sleep 0.2
+done
+demo "ssh c1 'grep freezer /proc/self/cgroup'     # lands in job $job"
+run_as "ssh c1 'grep freezer /proc/self/cgroup'"
+demo "ssh c2 hostname     # no job on c2"
+run_as "ssh c2 hostname"
+echo
+echo "c1's syslog:"
+docker exec "$(mc_container "$ver" c1)" grep 'pam_adopt(sshd:account): user=' /var/log/auth.log | tail -n 2 | sed 's/^/  /'
+
+cat <<EOT
+
+=== the cluster is running (Slurm $ver; job $job of $user holds c1)
+Log in as a test user on the login node, then ssh to a compute node:
+  docker exec -it $login su - $user        # or adopt-bob
+  ssh c1                                   # lands in job $job
+  ssh c2                                   # denied: no job there
+  srun -w c2 --pty bash                    # ... until you have one
+Compute nodes as root:   docker exec -it $(mc_container "$ver" c1) bash
+  (auth.log: /var/log/auth.log, slurmd: /var/log/slurm/slurmd.log;
+   switch modules: mc-pam ours | mc-pam debian)
+Tear it down:            tests/mini-cluster/down.sh
+EOT
