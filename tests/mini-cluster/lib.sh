@@ -49,6 +49,31 @@ mc_require_docker() {
         mc_die "the Docker engine is not reachable (is dockerd running, and are you root?): start it (service docker start) and run this again"
 }
 
+# For the test command: a test never skips for lack of an engine, it
+# installs one (Debian's docker.io) and starts dockerd by hand where no init
+# system would.
+mc_ensure_docker() {
+    if ! command -v docker >/dev/null 2>&1; then
+        mc_say "installing docker.io"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io; } >/tmp/slurm-adopt-mc-apt.log 2>&1 ||
+            { tail -n 20 /tmp/slurm-adopt-mc-apt.log >&2; mc_die "apt-get install docker.io failed (log: /tmp/slurm-adopt-mc-apt.log)"; }
+    fi
+    if ! docker info >/dev/null 2>&1; then
+        mc_say "starting dockerd (log: /var/log/slurm-adopt-mc-dockerd.log)"
+        if command -v service >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+            service docker start >/dev/null 2>&1 || true
+        else
+            nohup dockerd >/var/log/slurm-adopt-mc-dockerd.log 2>&1 &
+        fi
+        for _ in $(seq 1 60); do
+            docker info >/dev/null 2>&1 && return 0
+            sleep 1
+        done
+        tail -n 20 /var/log/slurm-adopt-mc-dockerd.log >&2 2>/dev/null || true
+        mc_die "dockerd did not come up within 60 s (log above)"
+    fi
+}
+
 mc_require_root() { [[ $(id -u) -eq 0 ]] || mc_die "must run as root (debootstrap and privileged containers need it)"; }
 
 # Contents only, in argument order: the same files hash the same from any path.

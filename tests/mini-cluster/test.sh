@@ -28,7 +28,7 @@ done
 for v in "${versions[@]}"; do mc_suite "$v" >/dev/null; done
 
 mc_require_root
-mc_require_docker
+mc_ensure_docker
 
 declare -a stage_names=() stage_secs=()
 t_all=$SECONDS
