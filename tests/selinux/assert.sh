@@ -147,6 +147,10 @@ pam_adopt_hooks)
     rule pam_adopt_hook_t pam_adopt_stepd_sock_t sock_file write
     rule pam_adopt_hook_t initrc_t unix_stream_socket connectto
     rule pam_adopt_hook_t etc_t file read
+    rule pam_adopt_hook_t user_t process sigkill pam_adopt_hooks_reap_strays
+    rule pam_adopt_hook_t pam_adopt_hook_t capability kill pam_adopt_hooks_reap_strays
+    rule pam_adopt_hook_t staff_t file read pam_adopt_hooks_reap_strays
+    bool_default pam_adopt_hooks_reap_strays false
     members pam_adopt_stepd_client_type sshd_t pam_adopt_hook_t
     members pam_adopt_login_domain_type sshd_t
     ;;
