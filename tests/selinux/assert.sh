@@ -278,6 +278,8 @@ pam_adopt_hooks)
     label file /usr/local/bin/adopt-epilog pam_adopt_hook_exec_t
     label dir /run/slurm-adopt pam_adopt_hook_runtime_t
     label file /usr/sbin/adopt-prologue bin_t
+    # The TaskProlog runs as the user, in the stepd's domain: no transition.
+    label file /usr/libexec/slurm-adopt/adopt-taskprolog bin_t
     label dir /var/lib/systemd/linger systemd_logind_var_lib_t
     ;;
 esac
