@@ -1,6 +1,7 @@
 //! adopt-epilog: slurm.conf `Epilog=`. Takes the user's session state
 //! down after their last job on this node.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -41,10 +42,9 @@ Files:
   SlurmdSpoolDir/NODE_JOB.4294967292   the extern steps asked for their owner
   /run/slurm-adopt/users/UID/    per-user lock and job records
 
-Exit status:
-  0  always once the environment is valid: what cannot be done is logged
-     and the state is kept (a failing Epilog would drain the node)
-  1  slurmd's environment is missing or malforms a variable
+Exit status: always 0, because a failing Epilog drains the node: what
+cannot be done is logged and the user's state is kept; a missing or
+malformed variable is logged in one line naming it.
 
 Every run logs one line to stderr and to syslog (daemon facility, tag
 adopt-epilog) with the verdict: last, not-last (naming the other jobs) or
@@ -75,8 +75,10 @@ fn main() -> ExitCode {
     let env = match JobEnv::from_vars(|k| std::env::var_os(k)) {
         Ok(env) => env,
         Err(e) => {
-            log.error(&e.to_string());
-            return ExitCode::FAILURE;
+            // Not a failure to take anything down, and a non-zero exit
+            // would drain the node.
+            log.error(&format!("{e}; nothing done"));
+            return ExitCode::SUCCESS;
         }
     };
     let config = match runner::load_config(cli.config.as_deref()) {
@@ -119,7 +121,7 @@ fn main() -> ExitCode {
         started.elapsed().as_micros()
     ));
     if cli.dry_run {
-        println!("{verdict}");
+        let _ = writeln!(std::io::stdout().lock(), "{verdict}");
     }
     ExitCode::SUCCESS
 }

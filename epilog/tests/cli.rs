@@ -1,7 +1,7 @@
 //! adopt-epilog as slurmd runs it, on a temp state tree and spool.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const EPILOG: &str = env!("CARGO_BIN_EXE_adopt-epilog");
@@ -43,6 +43,19 @@ fn node() -> Node {
     }
 }
 
+/// The job's user: ourselves, unless we are root (as in CI), whose jobs
+/// the hooks skip.
+fn job_uid() -> (u32, u32) {
+    if nix::unistd::geteuid().is_root() {
+        (4242, 4242)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+}
+
 fn epilog(n: &Node, job: u32, extra: &[&str]) -> Output {
     Command::new(EPILOG)
         .arg("--config")
@@ -51,8 +64,8 @@ fn epilog(n: &Node, job: u32, extra: &[&str]) -> Output {
         .args(extra)
         .env_clear()
         .env("SLURM_JOB_ID", job.to_string())
-        .env("SLURM_JOB_UID", nix::unistd::getuid().as_raw().to_string())
-        .env("SLURM_JOB_GID", nix::unistd::getgid().as_raw().to_string())
+        .env("SLURM_JOB_UID", job_uid().0.to_string())
+        .env("SLURM_JOB_GID", job_uid().1.to_string())
         .env("SLURM_JOB_USER", "alice")
         .env("SLURMD_NODENAME", "c1")
         .env("SLURM_CONF", &n.slurm_conf)
@@ -61,23 +74,28 @@ fn epilog(n: &Node, job: u32, extra: &[&str]) -> Output {
 }
 
 fn runtime_dir(n: &Node) -> PathBuf {
-    n.root
-        .join(format!("run/user/{}", nix::unistd::getuid().as_raw()))
+    n.root.join(format!("run/user/{}", job_uid().0))
+}
+
+fn user_state(n: &Node, sub: &str) -> PathBuf {
+    let dir = n.root.join(format!("state/users/{}/{sub}", job_uid().0));
+    fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn started(n: &Node, job: u32) {
-    let dir = n.root.join(format!(
-        "state/users/{}/started",
-        nix::unistd::getuid().as_raw()
-    ));
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join(job.to_string()), b"").unwrap();
+    fs::write(user_state(n, "started").join(job.to_string()), b"").unwrap();
 }
 
+/// The runtime dir as adopt-prolog leaves it: the user's, 0700, and
+/// recorded as made by the hooks.
 fn make_runtime_dir(n: &Node) {
     use std::os::unix::fs::PermissionsExt;
+    let (uid, gid) = job_uid();
     fs::create_dir_all(runtime_dir(n)).unwrap();
     fs::set_permissions(runtime_dir(n), fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&runtime_dir(n), Some(uid.into()), Some(gid.into())).unwrap();
+    fs::write(user_state(n, "owns").join("runtime-dir"), b"").unwrap();
 }
 
 fn stderr(out: &Output) -> String {
@@ -91,7 +109,12 @@ fn keeps_the_dir_while_another_job_runs_and_removes_it_after_the_last() {
     started(&n, 10);
     started(&n, 11);
     let dry = epilog(&n, 10, &["--dry-run"]);
-    assert_eq!(String::from_utf8_lossy(&dry.stdout), "not-last:11\n");
+    assert_eq!(
+        String::from_utf8_lossy(&dry.stdout),
+        "not-last:11\n",
+        "{}",
+        stderr(&dry)
+    );
     let first = epilog(&n, 10, &[]);
     assert!(first.status.success());
     assert!(
@@ -112,7 +135,7 @@ fn keeps_the_dir_while_another_job_runs_and_removes_it_after_the_last() {
 }
 
 #[test]
-fn an_unreadable_slurm_conf_keeps_the_state_and_exits_zero() {
+fn an_unparsable_slurm_conf_keeps_the_state_and_exits_zero() {
     let n = node();
     make_runtime_dir(&n);
     fs::write(&n.slurm_conf, "SlurmdPort=notaport\n").unwrap();
@@ -123,7 +146,7 @@ fn an_unreadable_slurm_conf_keeps_the_state_and_exits_zero() {
 }
 
 #[test]
-fn missing_user_fails_naming_the_variable() {
+fn a_missing_variable_is_named_and_changes_nothing() {
     let n = node();
     let out = Command::new(EPILOG)
         .args(["--no-syslog", "--config"])
@@ -133,7 +156,10 @@ fn missing_user_fails_naming_the_variable() {
         .env("SLURM_JOB_UID", "1001")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // An Epilog that exits non-zero drains the node; a broken environment
+    // is not a failure to set anything up.
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("SLURM_JOB_USER"), "{}", stderr(&out));
 }
 
@@ -148,7 +174,6 @@ fn a_stale_socket_is_not_a_job() {
     let out = epilog(&n, 10, &[]);
     assert!(stderr(&out).contains("verdict=last "), "{}", stderr(&out));
     assert!(!runtime_dir(&n).exists());
-    let _ = Path::new(&sock);
 }
 
 mod with_stepds {
@@ -158,7 +183,7 @@ mod with_stepds {
     use slurmd_shim::stepd::{FakeStep, Fault, StepdShim};
 
     fn me() -> u32 {
-        nix::unistd::getuid().as_raw()
+        job_uid().0
     }
 
     fn serve(n: &Node, steps: Vec<FakeStep>) -> StepdShim {

@@ -7,15 +7,8 @@ use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selecti
 
 use crate::callerid;
 use crate::node::{self, NodeView};
-use crate::options::{AdoptFailureAction, AdoptIn, GenericFailureAction, LogLevel, Options};
+use crate::options::{AdoptFailureAction, GenericFailureAction, LogLevel, Options};
 use crate::pam::{PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS, Pam, Priority};
-
-/// The PAM phase a decision is made in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Account,
-    Session,
-}
 
 /// The facts of one login that end up in its syslog line.
 #[derive(Debug, Default)]
@@ -30,19 +23,22 @@ struct Record {
 }
 
 pub fn acct_mgmt(pam: &mut Pam<'_>, args: &[String]) -> i32 {
-    run(pam, args, Phase::Account)
+    run(pam, args)
 }
 
-/// `adopt_in=session`: the whole decision again, this time with the
-/// adoption, from pam_sm_open_session. A denial fails the session.
+/// `adopt_in=session`: the whole decision again from pam_sm_open_session,
+/// after pam_systemd has moved the process out of the job, and the
+/// adoption again. The account phase adopted already, so a session line
+/// that is missing or skipped leaves the login in the job, never outside
+/// it. A denial fails the session.
 pub fn adopt_in_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
-    match run(pam, args, Phase::Session) {
+    match run(pam, args) {
         PAM_PERM_DENIED => PAM_SESSION_ERR,
         rc => rc,
     }
 }
 
-fn run(pam: &mut Pam<'_>, args: &[String], phase: Phase) -> i32 {
+fn run(pam: &mut Pam<'_>, args: &[String]) -> i32 {
     let started = Instant::now();
     let (opts, warnings) = Options::parse(args);
     let log = Logger {
@@ -55,7 +51,7 @@ fn run(pam: &mut Pam<'_>, args: &[String], phase: Phase) -> i32 {
         rhost: pam.rhost().unwrap_or_default(),
         ..Record::default()
     };
-    let rc = decide(pam, &opts, &log, &mut rec, started, phase);
+    let rc = decide(pam, &opts, &log, &mut rec, started);
     if !rec.decision.is_empty() {
         let line = format!(
             "user={} uid={} service={} rhost={} pid={} decision={} job={} reason={} usec={}",
@@ -84,7 +80,6 @@ fn decide(
     log: &Logger,
     rec: &mut Record,
     started: Instant,
-    phase: Phase,
 ) -> i32 {
     let deadline = started + opts.timeout;
     let service = match pam.service() {
@@ -209,12 +204,6 @@ fn decide(
         }
         Selection::Adopt { job_id, .. } => {
             rec.job = Some(job_id);
-            if phase == Phase::Account && opts.adopt_in == AdoptIn::Session {
-                // pam_systemd would move the process out again; the
-                // session phase, after it, adopts.
-                rec.decision = "defer";
-                return PAM_SUCCESS;
-            }
             let Some(job) = scan.mine.iter_mut().find(|j| j.socket.job_id == job_id) else {
                 return generic(rec, "job_vanished");
             };

@@ -45,9 +45,9 @@ pub enum AdoptVia {
 pub enum AdoptIn {
     /// pam_sm_acct_mgmt, as pam_slurm_adopt does.
     Account,
-    /// pam_sm_open_session: the account phase only decides (and denies),
-    /// and the module, placed after pam_systemd in the session stack,
-    /// moves the process back into the job after logind has moved it out.
+    /// pam_sm_acct_mgmt and again pam_sm_open_session: the module, placed
+    /// after pam_systemd in the session stack, moves the process back into
+    /// the job after logind has moved it out.
     Session,
 }
 
@@ -93,6 +93,9 @@ pub struct Options {
     pub conf: PathBuf,
     pub adopt_via: AdoptVia,
     pub adopt_in: AdoptIn,
+    /// Where the session phase looks for the user's runtime dir; the
+    /// hooks' `runtime_dir.root` (the module never reads their TOML).
+    pub runtime_dir: PathBuf,
     pub timeout: Duration,
 }
 
@@ -114,6 +117,7 @@ impl Default for Options {
             conf: PathBuf::from(DEFAULT_CONF),
             adopt_via: AdoptVia::Stepd,
             adopt_in: AdoptIn::Account,
+            runtime_dir: PathBuf::from(slurm_node::userenv::runtime_dir::DEFAULT_ROOT),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -266,6 +270,13 @@ impl Options {
                         }
                     }
                 }
+                "runtime_dir" => {
+                    if value.starts_with('/') && !value.contains("/../") {
+                        o.runtime_dir = PathBuf::from(value);
+                    } else {
+                        bad(slurm_node::userenv::runtime_dir::DEFAULT_ROOT);
+                    }
+                }
                 "timeout_ms" => match value.parse::<u64>() {
                     Ok(ms) if ms > 0 => {
                         o.timeout = Duration::from_millis(ms).min(MAX_TIMEOUT);
@@ -404,5 +415,23 @@ mod tests {
         let (o, w) = Options::parse(&["adopt_in=later"]);
         assert_eq!(o.adopt_in, AdoptIn::Account);
         assert_eq!(w, ["unrecognized adopt_in=later, setting to 'account'"]);
+    }
+
+    #[test]
+    fn runtime_dir_must_be_absolute() {
+        assert_eq!(Options::default().runtime_dir, PathBuf::from("/run/user"));
+        let (o, w) = Options::parse(&["runtime_dir=/dev/shm/users"]);
+        assert_eq!(
+            (o.runtime_dir, w.len()),
+            (PathBuf::from("/dev/shm/users"), 0)
+        );
+        for bad in ["runtime_dir=run/user", "runtime_dir=/run/../etc"] {
+            let (o, w) = Options::parse(&[bad]);
+            assert_eq!(
+                (o.runtime_dir, w.len()),
+                (PathBuf::from("/run/user"), 1),
+                "{bad}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The session phase: give an adopted login the job's session environment
 //! (XDG_RUNTIME_DIR and the XDG_SESSION_* values the TaskProlog gives the
-//! job's tasks), and with `adopt_in=session` do the adoption itself, after
-//! pam_systemd has placed the process.
+//! job's tasks), and with `adopt_in=session` adopt the process again, after
+//! pam_systemd has moved it.
 //!
 //! Where the module does not apply it returns PAM_IGNORE, so it never
 //! decides a session stack on its own.
@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use slurm_node::cgroup::CgroupFs;
-use slurm_node::userenv::runtime_dir::{DEFAULT_ROOT, RuntimeDirs};
+use slurm_node::userenv::runtime_dir::RuntimeDirs;
 use slurm_node::userenv::session_env::{self, SessionEnv};
 
 use crate::account;
@@ -28,7 +28,7 @@ pub fn open_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
             return rc;
         }
     }
-    export_session_env(pam, uid)
+    export_session_env(pam, &opts, uid)
 }
 
 pub fn close_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
@@ -56,12 +56,10 @@ fn applies(pam: &Pam<'_>, opts: &Options) -> Option<u32> {
 /// way the module applies to this login, so it answers SUCCESS: a session
 /// stack that holds only this module must not fail for want of a runtime
 /// dir.
-fn export_session_env(pam: &mut Pam<'_>, uid: u32) -> i32 {
-    let in_job = fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|text| CgroupFs::job_of_pid_cgroup(&text))
-        .is_some();
-    let runtime_dir = RuntimeDirs::new(DEFAULT_ROOT, None).usable(uid);
+fn export_session_env(pam: &mut Pam<'_>, opts: &Options, uid: u32) -> i32 {
+    let in_job =
+        fs::read_to_string("/proc/self/cgroup").is_ok_and(|text| CgroupFs::in_slurm_job(&text));
+    let runtime_dir = RuntimeDirs::new(&opts.runtime_dir, None).usable(uid);
     if !in_job || runtime_dir.is_none() {
         return PAM_SUCCESS;
     }

@@ -31,11 +31,25 @@ fn run(bin: &str, config: &Path, env: &[(&str, String)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// The job's user: ourselves, unless we are root (as in CI), whose jobs
+/// the hooks skip; root can make a directory for any uid.
+fn job_uid() -> (u32, u32) {
+    if nix::unistd::geteuid().is_root() {
+        (4242, 4242)
+    } else {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+}
+
 fn job_env(job: u32) -> Vec<(&'static str, String)> {
+    let (uid, gid) = job_uid();
     vec![
         ("SLURM_JOB_ID", job.to_string()),
-        ("SLURM_JOB_UID", nix::unistd::getuid().as_raw().to_string()),
-        ("SLURM_JOB_GID", nix::unistd::getgid().as_raw().to_string()),
+        ("SLURM_JOB_UID", uid.to_string()),
+        ("SLURM_JOB_GID", gid.to_string()),
         ("SLURM_JOB_USER", "alice".to_owned()),
     ]
 }
@@ -53,7 +67,7 @@ fn prolog_creates_the_runtime_dir_and_records_the_job() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let uid = nix::unistd::getuid().as_raw();
+    let (uid, _) = job_uid();
     let dir = tmp.path().join(format!("run/user/{uid}"));
     let meta = fs::metadata(&dir).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
@@ -125,7 +139,7 @@ fn unknown_config_key_fails_naming_it() {
 fn a_foreign_runtime_dir_fails_the_prolog() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "runtime-dir");
-    let uid = nix::unistd::getuid().as_raw();
+    let (uid, _) = job_uid();
     fs::create_dir_all(tmp.path().join("run/user")).unwrap();
     std::os::unix::fs::symlink("/etc", tmp.path().join(format!("run/user/{uid}"))).unwrap();
     let out = run(PROLOG, &cfg, &job_env(3));
@@ -135,42 +149,51 @@ fn a_foreign_runtime_dir_fails_the_prolog() {
 
 #[test]
 fn taskprolog_prints_exactly_the_exports() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "runtime-dir");
+    // The TaskProlog runs as the job's user: here, whoever runs the test.
+    let uid = nix::unistd::getuid().as_raw();
+    let session = fs::read_to_string("/proc/self/sessionid")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|&id| id != u32::MAX);
+    let tail = |mut lines: Vec<String>| {
+        if let Some(id) = session {
+            lines.push(format!("export XDG_SESSION_ID={id}"));
+        }
+        lines.push("export XDG_SESSION_TYPE=tty".into());
+        lines.push("export XDG_SESSION_CLASS=user".into());
+        lines.join("\n") + "\n"
+    };
     let before = run(TASKPROLOG, &cfg, &[]);
     assert!(before.status.success());
-    let text = String::from_utf8(before.stdout).unwrap();
-    assert!(!text.contains("XDG_RUNTIME_DIR"), "no dir yet: {text}");
-    assert!(run(PROLOG, &cfg, &job_env(5)).status.success());
+    assert_eq!(
+        String::from_utf8(before.stdout).unwrap(),
+        tail(vec![]),
+        "no dir yet"
+    );
+
+    let dir = tmp.path().join(format!("run/user/{uid}"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     let out = run(TASKPROLOG, &cfg, &[]);
     assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let uid = nix::unistd::getuid().as_raw();
-    let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some(
-            format!(
-                "export XDG_RUNTIME_DIR={}/run/user/{uid}",
-                tmp.path().display()
-            )
-            .as_str()
-        )
-    );
-    let rest: Vec<&str> = lines.collect();
-    let tail = &rest[rest.len() - 2..];
-    assert_eq!(
-        tail,
-        [
-            "export XDG_SESSION_TYPE=tty",
-            "export XDG_SESSION_CLASS=user"
-        ]
-    );
-    assert!(
-        rest.len() == 2 || rest[0].starts_with("export XDG_SESSION_ID="),
-        "{text}"
-    );
-    assert!(text.lines().all(|l| l.starts_with("export ")), "{text}");
+    let want = tail(vec![format!("export XDG_RUNTIME_DIR={}", dir.display())]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
+
+#[test]
+fn root_and_system_users_are_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "runtime-dir");
+    let mut env = job_env(9);
+    env.retain(|(k, _)| *k != "SLURM_JOB_UID");
+    env.push(("SLURM_JOB_UID", "0".to_owned()));
+    let out = run(PROLOG, &cfg, &env);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped"));
+    assert!(!tmp.path().join("run/user/0").exists());
 }
 
 #[test]

@@ -254,6 +254,35 @@ impl CgroupFs {
             .try_for_each(|dir| write_procs(&dir.join("cgroup.procs"), pid))
     }
 
+    /// Whether the text of a process's `/proc/<pid>/cgroup` puts it in a
+    /// Slurm job, on any hierarchy: v1 `/slurm[_<node>]/uid_<u>/job_<j>/...`
+    /// at the hierarchy's root, or v2 `/<slice>/[<node>_]slurmstepd.scope/<job>/...`
+    /// (the job directory may be a 26.05 SLUID name instead of `job_<j>`).
+    ///
+    /// Anchored at Slurm's own roots on purpose: a user with a delegated
+    /// subtree (`user@UID.service`) can create a `job_1` or a
+    /// `x_slurmstepd.scope` directory of their own, and must not be taken
+    /// for a job by the reaper or the session phase.
+    pub fn in_slurm_job(cgroup_file_text: &str) -> bool {
+        cgroup_file_text.lines().any(|line| {
+            let Some(path) = line.splitn(3, ':').nth(2) else {
+                return false;
+            };
+            let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+            let v1 = matches!(parts.as_slice(),
+                [root, uid, job, ..]
+                    if (*root == "slurm" || root.starts_with("slurm_"))
+                        && uid.strip_prefix("uid_").and_then(parse_u32).is_some()
+                        && job.strip_prefix("job_").and_then(parse_u32).is_some());
+            let v2 = matches!(parts.as_slice(),
+                [slice, scope, _job, ..]
+                    if slice.ends_with(".slice")
+                        && !slice.starts_with("user")
+                        && (*scope == "slurmstepd.scope" || scope.ends_with("_slurmstepd.scope")));
+            v1 || v2
+        })
+    }
+
     /// The Slurm job and step a process is in, from the text of its
     /// `/proc/<pid>/cgroup`: the first `job_<n>/step_<x>` pair in any
     /// hierarchy's path.
@@ -832,5 +861,31 @@ mod tests {
         );
         assert_eq!(job("0::/slurmstepd.scope/job_01HXYZ/step_extern\n"), None);
         assert_eq!(job(""), None);
+    }
+
+    #[test]
+    fn in_slurm_job_is_anchored_at_slurms_roots() {
+        let yes = [
+            "7:freezer:/slurm_c1/uid_1001/job_9/step_extern\n",
+            "4:memory:/slurm/uid_1001/job_9/step_0/task_0\n",
+            "0::/system.slice/c1_slurmstepd.scope/job_9/step_extern/user/task_special\n",
+            "0::/system.slice/slurmstepd.scope/8d7f1c2a9e/step_0/user/task_0\n",
+            "0::/custom.slice/slurmstepd.scope/job_3/step_batch/user/task_0\n",
+        ];
+        let no = [
+            "0::/user.slice/user-1001.slice/user@1001.service/job_1/step_x\n",
+            "0::/user.slice/user-1001.slice/user@1001.service/app.slice/x_slurmstepd.scope/j\n",
+            "7:freezer:/user/uid_1001/job_9/step_extern\n",
+            "7:freezer:/slurm_c1/uid_x/job_9\n",
+            "0::/system.slice/sshd.service\n",
+            "0::/system.slice/c1_slurmstepd.scope\n",
+            "garbage",
+        ];
+        for text in yes {
+            assert!(CgroupFs::in_slurm_job(text), "{text}");
+        }
+        for text in no {
+            assert!(!CgroupFs::in_slurm_job(text), "{text}");
+        }
     }
 }

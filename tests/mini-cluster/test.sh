@@ -55,8 +55,11 @@ stage() {
 
 current=
 cleanup() {
-    [[ -n $current && $keep == no ]] && mc_down "$current"
-    for n in c1 c2; do [[ -n $current ]] && mc_exec "$current" "$n" pkill -CONT -x slurmd 2>/dev/null; done
+    [[ -n $current ]] || return 0
+    # A run interrupted while slurmd was stopped must not leave it stopped.
+    local n
+    for n in c1 c2; do mc_exec "$current" "$n" pkill -CONT -x slurmd 2>/dev/null || true; done
+    [[ $keep == yes ]] || mc_down "$current"
     return 0
 }
 trap cleanup EXIT

@@ -75,6 +75,7 @@ read -r shell_p50 shell_p99 shell_verdict < <(time_runs "$n" "$work/shell-epilog
 printf '%-30s %10s %10s %s\n' implementation p50_us p99_us verdict
 printf '%-30s %10s %10s %s\n' "adopt-epilog --dry-run" "$ours_p50" "$ours_p99" "$ours_verdict"
 printf '%-30s %10s %10s %s\n' "scontrol listpids + ps per pid" "$shell_p50" "$shell_p99" "$shell_verdict"
+echo "(adopt-epilog --dry-run decides only: it takes no lock and writes no records, as the shell takes none)"
 echo "extern steps: $steps, runs: $n, ratio at p50: $(awk -v a="$shell_p50" -v b="$ours_p50" 'BEGIN { printf "%.1fx", a / b }')"
 if [[ $ours_verdict != last || $shell_verdict != yes ]]; then
     echo "bench-epilog: the two disagree or are wrong (ours: $ours_verdict, shell: $shell_verdict; both should say the job was the last)" >&2

@@ -100,7 +100,7 @@ check "ending the last job $job2: the Epilog says last" epilog_says "$job2" "ver
 check "$rundir is gone" test ! -e "$rundir"
 
 echo "== linger mode (marker file)"
-printf '# written by tests/real-slurm/hooks.sh\nmode = "linger"\n' >"$adopt_toml"
+printf '# written by tests/real-slurm/hooks.sh\nmode = "linger"\n[linger]\nvia = "marker-file"\n' >"$adopt_toml"
 rm -f "$marker"
 job3=$(submit_job "$user")
 job4=$(submit_job "$user")
@@ -120,10 +120,8 @@ echo "== reap_strays at the last job"
 # did not adopt): only the last job's Epilog reaps it, dry run first.
 start_stray() {
     runuser -u "$user" -- setsid sleep 900 </dev/null >/dev/null 2>&1 &
-    local pid=$!
     wait_until 5 test -n "$(pgrep --ns $$ -u "$user" -f 'sleep 900' || true)"
     pgrep --ns $$ -u "$user" -f 'sleep 900' | head -n1
-    : "$pid"
 }
 printf '# written by tests/real-slurm/hooks.sh\n[reap_strays]\nenabled = true\ndry_run = true\n' >"$adopt_toml"
 stray=$(start_stray)

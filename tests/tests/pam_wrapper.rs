@@ -835,11 +835,12 @@ fn a_hung_stepd_of_another_user_does_not_starve_the_adoption() {
     );
 }
 
-/// `adopt_in=session`: the account phase decides but leaves the process
-/// where it is (pam_systemd would move it out again); the session phase,
-/// placed after pam_systemd, adopts it and sets SLURM_JOB_ID.
+/// `adopt_in=session`: the account phase adopts as always (so a session
+/// line that is missing or skipped cannot leave the login outside the
+/// job), and the session phase, placed after pam_systemd, adopts the
+/// process again after logind has moved it.
 #[test]
-fn adopt_in_session_defers_the_adoption_to_the_session_phase() {
+fn adopt_in_session_adopts_in_both_phases() {
     let node = Node::new();
     let shim = node.shim(vec![FakeStep::extern_step(61, USER_UID)]);
     let module = module_path().display().to_string();
@@ -857,15 +858,19 @@ fn adopt_in_session_defers_the_adoption_to_the_session_phase() {
     .expect("service file");
     let account_only = node.run_probe("sshd", USER, "account", &[]);
     assert_eq!(account_only.rc(), PAM_SUCCESS, "{}", account_only.stdout);
-    assert!(shim.added_pids(61).is_empty(), "the account phase adopted");
-    assert_eq!(account_only.env("SLURM_JOB_ID"), None);
+    assert_eq!(shim.added_pids(61), [account_only.pid as i32]);
+    assert_eq!(account_only.env("SLURM_JOB_ID").as_deref(), Some("61"));
 
     let full = node.run_probe("sshd", USER, "session", &[]);
     assert!(full.stdout.contains("open_session=0"), "{}", full.stdout);
-    assert_eq!(shim.added_pids(61), [full.pid as i32]);
+    assert_eq!(
+        shim.added_pids(61),
+        [account_only.pid as i32, full.pid as i32, full.pid as i32],
+        "the session phase adopts the same process again"
+    );
     assert_eq!(full.env("SLURM_JOB_ID").as_deref(), Some("61"));
 
-    // Without a job the account phase still denies: nothing is deferred.
+    // Without a job the account phase denies, as without the option.
     let bob = Node::new();
     let _other = bob.shim(vec![FakeStep::extern_step(62, USER_UID + 1)]);
     bob.service("sshd", "adopt_in=session");

@@ -15,7 +15,9 @@ use slurm_node::userenv::session_env::{self, SessionEnv};
 /// `export NAME=value` lines, which slurmstepd sets in the task's
 /// environment: XDG_RUNTIME_DIR when /run/user/$UID exists and belongs to
 /// the user (adopt-prolog creates it), XDG_SESSION_ID when the task has an
-/// audit session, XDG_SESSION_TYPE=tty and XDG_SESSION_CLASS=user. Every
+/// audit session (inherited from slurmd's, so it names slurmd's session
+/// rather than a login's), XDG_SESSION_TYPE=tty and
+/// XDG_SESSION_CLASS=user. Every
 /// value is checked so nothing can add a line of its own. Nothing else is
 /// ever written to stdout; diagnostics go to stderr and syslog, and it
 /// always exits 0, because a failing TaskProlog would abort the user's task.
@@ -70,7 +72,11 @@ fn main() -> ExitCode {
         ));
     }
     match env.task_prolog_output() {
-        Ok(text) => print!("{text}"),
+        // A write error (stdout closed) must not become a panic and a
+        // non-zero exit, which would abort the task.
+        Ok(text) => {
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+        }
         Err(e) => log.error(&format!("uid={uid}: {e}; exporting nothing")),
     }
     ExitCode::SUCCESS

@@ -40,6 +40,10 @@ pub struct HookConfig {
     /// How long a job whose Prolog ran may have no extern step before its
     /// record is taken for a leftover.
     pub start_grace_secs: u64,
+    /// How long a hook waits for another hook of the same user.
+    pub lock_wait_secs: u64,
+    /// Where UID_MIN is read from.
+    pub login_defs: PathBuf,
     pub runtime_dir: RuntimeDirConfig,
     pub linger: LingerConfig,
     pub reap_strays: ReapConfig,
@@ -66,8 +70,6 @@ pub struct ReapConfig {
     pub enabled: bool,
     /// Log what would be killed and kill nothing.
     pub dry_run: bool,
-    /// Where UID_MIN is read from.
-    pub login_defs: PathBuf,
 }
 
 impl Default for HookConfig {
@@ -78,6 +80,8 @@ impl Default for HookConfig {
             slurm_conf: PathBuf::from("/etc/slurm/slurm.conf"),
             stepd_timeout_ms: 5000,
             start_grace_secs: 300,
+            lock_wait_secs: ledger::DEFAULT_LOCK_WAIT.as_secs(),
+            login_defs: PathBuf::from("/etc/login.defs"),
             runtime_dir: RuntimeDirConfig::default(),
             linger: LingerConfig::default(),
             reap_strays: ReapConfig::default(),
@@ -108,7 +112,6 @@ impl Default for ReapConfig {
         ReapConfig {
             enabled: false,
             dry_run: true,
-            login_defs: PathBuf::from("/etc/login.defs"),
         }
     }
 }
@@ -152,13 +155,14 @@ impl HookConfig {
                 self.runtime_dir.tmpfs_size.clone(),
             ),
             linger: Linger::new(&self.linger.marker_dir, self.linger.via),
-            reap: self.reap_strays.enabled.then(|| Reap {
+            reap: self.reap_strays.enabled.then_some(Reap {
                 dry_run: self.reap_strays.dry_run,
-                uid_min: strays::uid_min(&self.reap_strays.login_defs),
             }),
             proc_root: proc_root.to_path_buf(),
+            uid_min: strays::uid_min(&self.login_defs),
             stepd_timeout: Duration::from_millis(self.stepd_timeout_ms),
             start_grace: Duration::from_secs(self.start_grace_secs),
+            lock_wait: Duration::from_secs(self.lock_wait_secs),
         }
     }
 
@@ -172,7 +176,7 @@ impl HookConfig {
             ("slurm_conf", &self.slurm_conf),
             ("runtime_dir.root", &self.runtime_dir.root),
             ("linger.marker_dir", &self.linger.marker_dir),
-            ("reap_strays.login_defs", &self.reap_strays.login_defs),
+            ("login_defs", &self.login_defs),
         ] {
             if !dir.is_absolute() {
                 return Err(bad(format!(
@@ -243,6 +247,8 @@ mod tests {
             slurm_conf = "/opt/slurm/etc/slurm.conf"
             stepd_timeout_ms = 800
             start_grace_secs = 60
+            lock_wait_secs = 5
+            login_defs = "/etc/login.defs"
             [runtime_dir]
             root = "/run/user"
             tmpfs_size = "256M"
@@ -252,7 +258,6 @@ mod tests {
             [reap_strays]
             enabled = true
             dry_run = false
-            login_defs = "/etc/login.defs"
             "#,
         )
         .unwrap();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::userenv::last_job::{self, Evidence, LiveSteps, Verdict};
-use crate::userenv::ledger::{Ledger, LedgerError, UserLock};
+use crate::userenv::ledger::{Ledger, LedgerError, Owned, UserLock};
 use crate::userenv::linger::{Linger, LingerError, Switched};
 use crate::userenv::runtime_dir::{Ensured, Removed, RuntimeDirError, RuntimeDirs};
 use crate::userenv::strays;
@@ -71,7 +71,6 @@ pub struct NodeSpool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reap {
     pub dry_run: bool,
-    pub uid_min: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -82,8 +81,12 @@ pub struct Hooks {
     pub linger: Linger,
     pub reap: Option<Reap>,
     pub proc_root: PathBuf,
+    /// Jobs of uids below this (and root's) are left alone.
+    pub uid_min: u32,
     pub stepd_timeout: Duration,
     pub start_grace: Duration,
+    /// How long a hook waits for the user's lock.
+    pub lock_wait: Duration,
 }
 
 /// What the Epilog decided and did, for its log line.
@@ -101,24 +104,46 @@ impl Hooks {
     /// Record the job and make sure the user's state exists. Returns what
     /// was done, for the log.
     pub fn prolog(&self, job: &JobUser) -> Result<String, HookError> {
-        let lock = self.ledger.lock_user(job.uid)?;
+        if let Some(why) = self.system_user(job) {
+            return Ok(why);
+        }
+        let lock = self.ledger.lock_user(job.uid, self.lock_wait)?;
         // Recorded first: an Epilog of another job that runs right after
         // us must count this job even though its stepd is not up yet.
         lock.mark_started(job.job_id)?;
         let done = match self.mode {
-            Mode::RuntimeDir => match self.runtime_dirs.ensure(job.uid, job.gid)? {
-                Ensured::Created => {
-                    format!("created {}", self.runtime_dirs.path(job.uid).display())
+            Mode::RuntimeDir => {
+                let path = self.runtime_dirs.path(job.uid);
+                match self.runtime_dirs.ensure(job.uid, job.gid)? {
+                    Ensured::Created => {
+                        lock.set_owned(Owned::RuntimeDir)?;
+                        format!("created {}", path.display())
+                    }
+                    Ensured::Existed if lock.owns(Owned::RuntimeDir) => {
+                        format!("kept {}", path.display())
+                    }
+                    Ensured::Existed => format!(
+                        "found {} (not ours: it will be left in place)",
+                        path.display()
+                    ),
                 }
-                Ensured::Existed => format!("kept {}", self.runtime_dirs.path(job.uid).display()),
-            },
+            }
             Mode::Linger => match self.linger.enable(&job.user)? {
-                Switched::Loginctl => "enabled linger through loginctl".to_owned(),
-                Switched::MarkerFile => format!(
-                    "enabled linger: {}",
-                    self.linger.marker(&job.user).display()
-                ),
-                Switched::AlreadyThat => "linger already enabled".to_owned(),
+                Switched::Loginctl => {
+                    lock.set_owned(Owned::Linger)?;
+                    "enabled linger through loginctl".to_owned()
+                }
+                Switched::MarkerFile => {
+                    lock.set_owned(Owned::Linger)?;
+                    format!(
+                        "enabled linger: {}",
+                        self.linger.marker(&job.user).display()
+                    )
+                }
+                Switched::Unchanged if lock.owns(Owned::Linger) => "linger kept".to_owned(),
+                Switched::Unchanged => {
+                    "linger was already enabled (not by us: it will be left on)".to_owned()
+                }
             },
         };
         drop(lock);
@@ -129,10 +154,18 @@ impl Hooks {
     /// take the user's state down. With `dry_run`, decide only.
     pub fn epilog(&self, job: &JobUser, spool: Option<&NodeSpool>, dry_run: bool) -> EpilogReport {
         let mut warnings = Vec::new();
+        if let Some(why) = self.system_user(job) {
+            return EpilogReport {
+                verdict: Verdict::Unsure { jobs: vec![] },
+                actions: vec![why],
+                warnings,
+                other_users_steps: 0,
+            };
+        }
         let lock = if dry_run {
             None
         } else {
-            match self.ledger.lock_user(job.uid) {
+            match self.ledger.lock_user(job.uid, self.lock_wait) {
                 Ok(lock) => Some(lock),
                 Err(e) => {
                     return EpilogReport {
@@ -149,16 +182,11 @@ impl Hooks {
                 warnings.push(e.to_string());
             }
         }
-        let (started, ending) = match &lock {
-            Some(lock) => (
-                lock.started()
-                    .unwrap_or_else(|e| keep_note(&mut warnings, e)),
-                lock.ending()
-                    .unwrap_or_else(|e| keep_note(&mut warnings, e)),
-            ),
-            None => self.ledger.peek(job.uid).unwrap_or_default(),
+        let records = match &lock {
+            Some(lock) => lock.started().and_then(|s| Ok((s, lock.ending()?))),
+            None => self.ledger.peek(job.uid),
         };
-        let live = match spool {
+        let mut live = match spool {
             Some(spool) => last_job::gather_live_steps(
                 &spool.spool_dir,
                 &spool.node_name,
@@ -166,21 +194,24 @@ impl Hooks {
                 job.uid,
                 Instant::now() + self.stepd_timeout,
             )
-            .unwrap_or_else(|e| {
-                warnings.push(format!("{e}; cannot tell whether other jobs remain"));
-                LiveSteps {
-                    unknown: vec![(0, e.to_string())],
-                    ..LiveSteps::default()
-                }
+            .unwrap_or_else(|e| LiveSteps {
+                unknown: vec![(0, e.to_string())],
+                ..LiveSteps::default()
             }),
             None => LiveSteps {
                 unknown: vec![(0, "no spool directory known".into())],
                 ..LiveSteps::default()
             },
         };
+        // Unreadable records are no evidence of "no other job".
+        let (started, ending) = records.unwrap_or_else(|e| {
+            live.unknown.push((0, format!("{e}")));
+            (Vec::new(), Vec::new())
+        });
         for (job_id, why) in &live.unknown {
-            if *job_id != 0 {
-                warnings.push(format!("extern step of job {job_id}: {why}"));
+            match job_id {
+                0 => warnings.push(format!("{why}; cannot tell whether other jobs remain")),
+                _ => warnings.push(format!("extern step of job {job_id}: {why}")),
             }
         }
         let (verdict, leftovers) = last_job::decide(&Evidence {
@@ -210,75 +241,135 @@ impl Hooks {
         }
     }
 
+    /// Root and system accounts get no session state: logind's and the
+    /// admins' business, and nothing to take down later.
+    fn system_user(&self, job: &JobUser) -> Option<String> {
+        (job.uid == 0 || job.uid < self.uid_min)
+            .then(|| format!("skipped: uid {} is below UID_MIN {}", job.uid, self.uid_min))
+    }
+
+    /// The `lock` argument is the proof that the user's lock is held.
     fn take_down(
         &self,
         job: &JobUser,
-        _lock: &UserLock,
+        lock: &UserLock,
         actions: &mut Vec<String>,
         warnings: &mut Vec<String>,
     ) {
-        match self.mode {
-            Mode::RuntimeDir => match self.runtime_dirs.remove(job.uid) {
-                Ok(Removed::Removed) => actions.push(format!(
-                    "removed {}",
-                    self.runtime_dirs.path(job.uid).display()
-                )),
-                Ok(Removed::Absent) => {}
-                Err(e) => warnings.push(e.to_string()),
-            },
-            Mode::Linger => match self.linger.disable(&job.user) {
-                Ok(Switched::AlreadyThat) => {}
-                Ok(Switched::Loginctl) => actions.push("disabled linger through loginctl".into()),
-                Ok(Switched::MarkerFile) => {
-                    actions.push(format!(
-                        "disabled linger: removed {}",
-                        self.linger.marker(&job.user).display()
-                    ));
-                }
-                Err(e) => warnings.push(e.to_string()),
-            },
-        }
+        // Strays first: a FUSE daemon left running with a mount under the
+        // runtime dir would otherwise keep it busy.
         if let Some(reap) = self.reap {
-            match strays::find(&self.proc_root, job.uid, reap.uid_min) {
-                Ok(found) if found.is_empty() => {}
-                Ok(found) => {
-                    let list: Vec<String> = found
-                        .iter()
-                        .map(|s| format!("{}({})", s.pid, s.comm))
-                        .collect();
-                    if reap.dry_run {
-                        actions.push(format!("would kill strays (dry run): {}", list.join(" ")));
-                    } else {
-                        let killed = strays::reap(&self.proc_root, &found, job.uid);
+            self.reap_strays(job, reap, actions, warnings);
+        }
+        match self.mode {
+            Mode::RuntimeDir if lock.owns(Owned::RuntimeDir) => {
+                match self.runtime_dirs.remove(job.uid) {
+                    Ok(Removed::Removed) => {
                         actions.push(format!(
-                            "killed {} of {} strays: {}",
-                            killed.len(),
-                            found.len(),
-                            list.join(" ")
+                            "removed {}",
+                            self.runtime_dirs.path(job.uid).display()
                         ));
                     }
+                    Ok(Removed::Absent) => {}
+                    Err(e) => {
+                        warnings.push(e.to_string());
+                        return;
+                    }
                 }
-                Err(e) => warnings.push(e.to_string()),
+                if let Err(e) = lock.clear_owned(Owned::RuntimeDir) {
+                    warnings.push(e.to_string());
+                }
+            }
+            Mode::Linger if lock.owns(Owned::Linger) => {
+                match self.linger.disable(&job.user) {
+                    Ok(Switched::Unchanged) => {}
+                    Ok(Switched::Loginctl) => {
+                        actions.push("disabled linger through loginctl".into())
+                    }
+                    Ok(Switched::MarkerFile) => {
+                        actions.push(format!(
+                            "disabled linger: removed {}",
+                            self.linger.marker(&job.user).display()
+                        ));
+                    }
+                    Err(e) => {
+                        warnings.push(e.to_string());
+                        return;
+                    }
+                }
+                if let Err(e) = lock.clear_owned(Owned::Linger) {
+                    warnings.push(e.to_string());
+                }
+            }
+            // Not made by the hooks: left as found.
+            Mode::RuntimeDir | Mode::Linger => {}
+        }
+    }
+
+    fn reap_strays(
+        &self,
+        job: &JobUser,
+        reap: Reap,
+        actions: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) {
+        let found = match strays::find(&self.proc_root, job.uid, self.uid_min) {
+            Ok(found) => found,
+            Err(e) => {
+                warnings.push(e.to_string());
+                return;
+            }
+        };
+        if found.is_empty() {
+            return;
+        }
+        let list = |s: &[strays::Stray]| {
+            s.iter()
+                .map(|s| format!("{}({})", s.pid, s.comm))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if reap.dry_run {
+            actions.push(format!("would kill strays (dry run): {}", list(&found)));
+            return;
+        }
+        // A stray that forks while we kill gets a few more passes.
+        let mut killed = strays::reap(&self.proc_root, &found, job.uid);
+        let mut seen = found.len();
+        for _ in 0..REAP_PASSES {
+            match strays::find(&self.proc_root, job.uid, self.uid_min) {
+                Ok(more) if !more.is_empty() => {
+                    seen += more.len();
+                    killed.extend(strays::reap(&self.proc_root, &more, job.uid));
+                }
+                _ => break,
             }
         }
+        actions.push(format!(
+            "killed {} of {} strays: {}",
+            killed.len(),
+            seen,
+            list(&found)
+        ));
     }
 }
 
-fn keep_note<T: Default>(warnings: &mut Vec<String>, e: LedgerError) -> T {
-    warnings.push(e.to_string());
-    T::default()
-}
+/// Extra scans after the first kill, for strays that forked meanwhile.
+const REAP_PASSES: usize = 3;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::userenv::ledger::DEFAULT_LOCK_WAIT;
     use crate::userenv::linger::Via;
     use std::fs;
+    use std::os::unix::net::UnixListener;
     use std::path::Path;
+    use std::sync::Arc;
 
     fn hooks(root: &Path, mode: Mode) -> Hooks {
         let mut linger = Linger::new(root.join("linger"), Via::Auto);
-        linger.systemd_runtime_dir = root.join("no-systemd");
+        linger.logind_runtime_dir = root.join("no-logind");
         Hooks {
             mode,
             ledger: Ledger::new(root.join("state")),
@@ -286,22 +377,35 @@ mod tests {
             linger,
             reap: None,
             proc_root: root.join("proc"),
+            uid_min: 0,
             stepd_timeout: Duration::from_millis(500),
             start_grace: Duration::from_secs(300),
+            lock_wait: Duration::from_secs(10),
         }
     }
 
+    /// The job's user: ourselves, unless we are root (as in CI), whose
+    /// jobs the hooks skip; root can make files for any uid.
     fn me(job_id: u32) -> JobUser {
+        let root = nix::unistd::geteuid().is_root();
         JobUser {
             job_id,
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
+            uid: if root {
+                4242
+            } else {
+                nix::unistd::getuid().as_raw()
+            },
+            gid: if root {
+                4242
+            } else {
+                nix::unistd::getgid().as_raw()
+            },
             user: "alice".into(),
         }
     }
 
-    /// An empty spool: every job's extern step is already gone, so only the
-    /// ledger tells the jobs apart.
+    /// A spool with no sockets: every job's steps are already gone, so only
+    /// the ledger tells the jobs apart.
     fn empty_spool(root: &Path) -> NodeSpool {
         let dir = root.join("spool");
         fs::create_dir_all(&dir).unwrap();
@@ -310,6 +414,13 @@ mod tests {
             node_name: "c1".into(),
             trusted_uids: vec![0, nix::unistd::getuid().as_raw()],
         }
+    }
+
+    /// A batch-step socket for `job` whose stepd is gone: the job still
+    /// shows in the spool, but no stepd answers for it.
+    fn batch_socket(spool: &NodeSpool, job: u32) {
+        let path = spool.spool_dir.join(format!("c1_{job}.4294967291"));
+        drop(UnixListener::bind(path).unwrap());
     }
 
     #[test]
@@ -333,6 +444,36 @@ mod tests {
     }
 
     #[test]
+    fn a_runtime_dir_that_was_there_before_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = hooks(tmp.path(), Mode::RuntimeDir);
+        let spool = empty_spool(tmp.path());
+        let (uid, gid) = (me(1).uid, me(1).gid);
+        h.runtime_dirs.ensure(uid, gid).unwrap();
+        assert!(h.prolog(&me(1)).unwrap().contains("not ours"));
+        let last = h.epilog(&me(1), Some(&spool), false);
+        assert_eq!((last.verdict, last.actions.len()), (Verdict::Last, 0));
+        assert!(h.runtime_dirs.path(uid).is_dir());
+    }
+
+    #[test]
+    fn system_users_get_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut h = hooks(tmp.path(), Mode::RuntimeDir);
+        h.uid_min = me(1).uid + 1;
+        assert!(h.prolog(&me(1)).unwrap().starts_with("skipped"));
+        let root = JobUser {
+            uid: 0,
+            gid: 0,
+            ..me(1)
+        };
+        h.uid_min = 0;
+        assert!(h.prolog(&root).unwrap().starts_with("skipped"));
+        assert!(!h.runtime_dirs.path(me(1).uid).exists());
+        assert!(!h.ledger.user_dir(me(1).uid).exists());
+    }
+
+    #[test]
     fn linger_marker_follows_the_jobs() {
         let tmp = tempfile::tempdir().unwrap();
         let h = hooks(tmp.path(), Mode::Linger);
@@ -348,23 +489,68 @@ mod tests {
     }
 
     #[test]
-    fn no_spool_keeps_the_state() {
+    fn linger_an_admin_enabled_stays_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = hooks(tmp.path(), Mode::Linger);
+        let spool = empty_spool(tmp.path());
+        h.linger.enable("alice").unwrap();
+        assert!(h.prolog(&me(1)).unwrap().contains("not by us"));
+        h.epilog(&me(1), Some(&spool), false);
+        assert!(h.linger.is_enabled("alice"));
+    }
+
+    #[test]
+    fn no_spool_or_a_missing_one_keeps_the_state() {
         let tmp = tempfile::tempdir().unwrap();
         let h = hooks(tmp.path(), Mode::RuntimeDir);
         h.prolog(&me(1)).unwrap();
         let report = h.epilog(&me(1), None, false);
         assert!(matches!(report.verdict, Verdict::Unsure { .. }));
+        let mut gone = empty_spool(tmp.path());
+        gone.spool_dir = tmp.path().join("no-such-spool");
+        h.prolog(&me(2)).unwrap();
+        let report = h.epilog(&me(2), Some(&gone), false);
+        assert!(
+            matches!(report.verdict, Verdict::Unsure { .. }),
+            "{report:?}"
+        );
         assert!(h.runtime_dirs.path(me(1).uid).is_dir());
     }
 
-    /// Two Epilogs of one user at once, many times over: the user's state
-    /// is removed exactly once, by whichever runs second.
+    /// A requeued job that comes back to the node under the same id: the
+    /// `ending/` record of its first run must not hide the second.
+    #[test]
+    fn a_requeued_job_counts_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = hooks(tmp.path(), Mode::RuntimeDir);
+        let spool = empty_spool(tmp.path());
+        h.prolog(&me(5)).unwrap();
+        // Its first Epilog left `ending/5` (its stepd was still up).
+        h.ledger
+            .lock_user(me(5).uid, DEFAULT_LOCK_WAIT)
+            .unwrap()
+            .mark_ending(5)
+            .unwrap();
+        h.prolog(&me(5)).unwrap();
+        h.prolog(&me(6)).unwrap();
+        let report = h.epilog(&me(6), Some(&spool), false);
+        assert_eq!(report.verdict, Verdict::NotLast { jobs: vec![5] });
+        assert!(h.runtime_dirs.path(me(5).uid).is_dir());
+    }
+
+    /// Two Epilogs of one user at once, many times over, with records past
+    /// their grace and both jobs still showing in the spool: the state is
+    /// removed exactly once, by whichever runs second.
     #[test]
     fn parallel_epilogs_remove_exactly_once() {
         for round in 0..20 {
             let tmp = tempfile::tempdir().unwrap();
-            let h = std::sync::Arc::new(hooks(tmp.path(), Mode::RuntimeDir));
-            let spool = std::sync::Arc::new(empty_spool(tmp.path()));
+            let mut h = hooks(tmp.path(), Mode::RuntimeDir);
+            h.start_grace = Duration::ZERO;
+            let h = Arc::new(h);
+            let spool = Arc::new(empty_spool(tmp.path()));
+            batch_socket(&spool, 1);
+            batch_socket(&spool, 2);
             h.prolog(&me(1)).unwrap();
             h.prolog(&me(2)).unwrap();
             let runs: Vec<_> = [1, 2]
@@ -391,8 +577,8 @@ mod tests {
     fn a_starting_job_keeps_its_runtime_dir() {
         for round in 0..20 {
             let tmp = tempfile::tempdir().unwrap();
-            let h = std::sync::Arc::new(hooks(tmp.path(), Mode::RuntimeDir));
-            let spool = std::sync::Arc::new(empty_spool(tmp.path()));
+            let h = Arc::new(hooks(tmp.path(), Mode::RuntimeDir));
+            let spool = Arc::new(empty_spool(tmp.path()));
             h.prolog(&me(1)).unwrap();
             let ending = {
                 let (h, spool) = (h.clone(), spool.clone());
@@ -409,5 +595,23 @@ mod tests {
             assert_eq!(h.epilog(&me(2), Some(&spool), false).verdict, Verdict::Last);
             assert!(!h.runtime_dirs.path(me(2).uid).exists());
         }
+    }
+
+    #[test]
+    fn an_epilog_that_cannot_get_the_lock_keeps_the_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut h = hooks(tmp.path(), Mode::RuntimeDir);
+        h.lock_wait = Duration::from_millis(50);
+        let spool = empty_spool(tmp.path());
+        h.prolog(&me(1)).unwrap();
+        let _held = h.ledger.lock_user(me(1).uid, DEFAULT_LOCK_WAIT).unwrap();
+        let report = h.epilog(&me(1), Some(&spool), false);
+        assert!(matches!(report.verdict, Verdict::Unsure { .. }));
+        assert!(report.warnings[0].contains("still locked"), "{report:?}");
+        assert!(h.runtime_dirs.path(me(1).uid).is_dir());
+        assert!(matches!(
+            h.prolog(&me(2)),
+            Err(HookError::Ledger(LedgerError::LockTimeout { .. }))
+        ));
     }
 }

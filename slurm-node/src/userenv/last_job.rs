@@ -21,10 +21,14 @@ pub struct LiveSteps {
     /// Jobs whose extern stepd answered with the user's uid.
     pub jobs: Vec<u32>,
     /// Jobs whose stepd did not say who owns it (hung, garbage): they
-    /// might be the user's.
+    /// might be the user's. Job 0 stands for "the scan itself failed".
     pub unknown: Vec<(u32, String)>,
     /// Extern steps of other users, for the log.
     pub others: usize,
+    /// Every job with any step socket in the spool (batch and task steps
+    /// too, so this works without `PrologFlags=Contain`): a job recorded
+    /// as started is not a leftover while it has one.
+    pub present: Vec<u32>,
 }
 
 /// Ask every extern stepd of `node_name` who owns it, within `deadline`.
@@ -37,10 +41,29 @@ pub fn gather_live_steps(
     uid: u32,
     deadline: Instant,
 ) -> Result<LiveSteps, SpoolError> {
-    let listing = spool::extern_steps(spool_dir, node_name, trusted_uids)?;
-    let paths: Vec<PathBuf> = listing.steps.iter().map(|s| s.path.clone()).collect();
-    let mut live = LiveSteps::default();
-    for (step, answer) in listing.steps.iter().zip(scan_step_uids(&paths, deadline)) {
+    // A spool directory that is not there is not "no jobs" here: slurmd
+    // always has one, so the config points elsewhere or the node is
+    // broken, and any running job could be hidden.
+    if let Err(e) = std::fs::symlink_metadata(spool_dir) {
+        return Ok(LiveSteps {
+            unknown: vec![(0, format!("spool directory {}: {e}", spool_dir.display()))],
+            ..LiveSteps::default()
+        });
+    }
+    let listing = spool::list_steps(spool_dir, node_name, trusted_uids)?;
+    let mut present: Vec<u32> = listing.steps.iter().map(|s| s.job_id).collect();
+    present.dedup();
+    let mut live = LiveSteps {
+        present,
+        ..LiveSteps::default()
+    };
+    let externs: Vec<_> = listing
+        .steps
+        .iter()
+        .filter(|s| s.step_id == crate::spool::EXTERN_STEP_ID)
+        .collect();
+    let paths: Vec<PathBuf> = externs.iter().map(|s| s.path.clone()).collect();
+    for (step, answer) in externs.iter().zip(scan_step_uids(&paths, deadline)) {
         match answer {
             Ok((_, owner)) if owner == uid => live.jobs.push(step.job_id),
             Ok(_) => live.others += 1,
@@ -93,6 +116,10 @@ pub struct Leftovers {
 
 pub fn decide(e: &Evidence<'_>) -> (Verdict, Leftovers) {
     let live: BTreeSet<u32> = e.live.jobs.iter().copied().collect();
+    let present: BTreeSet<u32> = e.live.present.iter().copied().collect();
+    let unknown: BTreeSet<u32> = e.live.unknown.iter().map(|(j, _)| *j).collect();
+    // With a failed scan, the spool proves nothing: no record is stale.
+    let scan_complete = !unknown.contains(&0);
     let mut done: BTreeSet<u32> = e.ending.iter().map(|m| m.job_id).collect();
     done.insert(e.ending_job);
 
@@ -102,15 +129,23 @@ pub fn decide(e: &Evidence<'_>) -> (Verdict, Leftovers) {
         if done.contains(&m.job_id) {
             continue;
         }
-        if live.contains(&m.job_id) || m.age < e.start_grace {
-            others.insert(m.job_id);
-        } else {
+        // A record is the best evidence of a job there is; it is dropped
+        // only when a complete scan shows no step socket of that job at
+        // all, long after the Prolog that wrote it.
+        let stale = scan_complete
+            && !live.contains(&m.job_id)
+            && !present.contains(&m.job_id)
+            && !unknown.contains(&m.job_id)
+            && m.age >= e.start_grace;
+        if stale {
             leftovers.started.push(m.job_id);
+        } else {
+            others.insert(m.job_id);
         }
     }
     for m in e.ending {
         // Once its stepd is gone, an ending job can never look live again.
-        if !live.contains(&m.job_id) && !e.live.unknown.iter().any(|(j, _)| *j == m.job_id) {
+        if scan_complete && !live.contains(&m.job_id) && !unknown.contains(&m.job_id) {
             leftovers.ending.push(m.job_id);
         }
     }
@@ -122,22 +157,11 @@ pub fn decide(e: &Evidence<'_>) -> (Verdict, Leftovers) {
             leftovers,
         );
     }
-    let unsure: BTreeSet<u32> = e
-        .live
-        .unknown
-        .iter()
-        .map(|(j, _)| *j)
-        .filter(|j| !done.contains(j))
-        .collect();
+    let unsure: Vec<u32> = unknown.into_iter().filter(|j| !done.contains(j)).collect();
     if unsure.is_empty() {
         (Verdict::Last, leftovers)
     } else {
-        (
-            Verdict::Unsure {
-                jobs: unsure.into_iter().collect(),
-            },
-            leftovers,
-        )
+        (Verdict::Unsure { jobs: unsure }, leftovers)
     }
 }
 
@@ -159,7 +183,13 @@ mod tests {
             jobs: jobs.to_vec(),
             unknown: unknown.iter().map(|&j| (j, "timeout".into())).collect(),
             others: 0,
+            present: jobs.to_vec(),
         }
+    }
+
+    fn with_present(mut steps: LiveSteps, present: &[u32]) -> LiveSteps {
+        steps.present.extend_from_slice(present);
+        steps
     }
 
     fn run(
@@ -201,16 +231,25 @@ mod tests {
             ("job from before the hooks",      1, vec![], vec![m(1, 0)], live(&[3], &[]), not_last(&[3])),
             ("prolog ran, stepd not yet up",   1, vec![m(4, 2)], vec![m(1, 0)], live(&[], &[]), not_last(&[4])),
             ("prolog record past its grace",   1, vec![m(4, 600)], vec![m(1, 0)], live(&[], &[]), Last),
+            ("old record, job has a batch step", 1, vec![m(4, 600)], vec![m(1, 0)], with_present(live(&[], &[]), &[4]), not_last(&[4])),
             ("other job's epilog ran first",   1, vec![], vec![m(1, 0), m(2, 0)], live(&[1, 2], &[]), Last),
             ("a stepd that will not answer",   1, vec![], vec![m(1, 0)], live(&[], &[5]), Unsure { jobs: vec![5] }),
             ("unanswered but known ending",    1, vec![], vec![m(1, 0), m(5, 1)], live(&[], &[5]), Last),
-            ("unanswered, known running",      1, vec![m(5, 700)], vec![m(1, 0)], live(&[], &[5]), Unsure { jobs: vec![5] }),
+            ("unanswered, known running",      1, vec![m(5, 700)], vec![m(1, 0)], live(&[], &[5]), not_last(&[5])),
+            ("scan failed, old record counts", 1, vec![m(4, 9000)], vec![m(1, 0)], live(&[], &[0]), not_last(&[4])),
+            ("scan failed, nothing recorded",  1, vec![], vec![m(1, 0)], live(&[], &[0]), Unsure { jobs: vec![0] }),
             ("running beats unanswered",       1, vec![], vec![m(1, 0)], live(&[2], &[5]), not_last(&[2])),
         ];
         for (name, job, started, ending, live, want) in rows {
             let (got, _) = run(job, &started, &ending, &live);
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_failed_scan_prunes_nothing() {
+        let (_, left) = run(1, &[m(4, 9000)], &[m(1, 0), m(2, 50)], &live(&[], &[0]));
+        assert_eq!(left, Leftovers::default());
     }
 
     #[test]
@@ -224,10 +263,12 @@ mod tests {
         assert_eq!(left.ending, [1, 2]);
     }
 
-    /// Two Epilogs of one user, serialised by the lock, with both stepds
-    /// still up when each looks: exactly one of them sees the last job.
+    /// What each of two Epilogs of one user sees, in the order the lock
+    /// serialises them, with both stepds still up when each looks: the
+    /// first keeps the state, the second takes it down. (The interleavings
+    /// themselves are run in `hooks::tests`.)
     #[test]
-    fn two_epilogs_never_both_keep_nor_both_remove() {
+    fn the_second_of_two_serialised_epilogs_sees_the_last_job() {
         let steps = live(&[1, 2], &[]);
         let started_before = [m(1, 900), m(2, 900)];
         // First holder: job 1 has just marked itself ending.

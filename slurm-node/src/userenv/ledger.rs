@@ -13,17 +13,39 @@
 //!
 //! Layout under the state directory (default `/run/slurm-adopt`, on a
 //! tmpfs so a reboot forgets it along with the jobs):
-//! `users/<uid>/lock`, `users/<uid>/started/<job>`, `users/<uid>/ending/<job>`.
+//! `users/<uid>/lock`, `users/<uid>/started/<job>`, `users/<uid>/ending/<job>`,
+//! and `users/<uid>/owns/<what>` for each piece of state the hooks made
+//! (the runtime dir, linger) and so may take down: what was there before
+//! (logind's runtime dir, linger an admin enabled) is left alone.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 
 pub const DEFAULT_STATE_DIR: &str = "/run/slurm-adopt";
+/// How long a hook waits for the user's lock by default.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
+const LOCK_POLL: Duration = Duration::from_millis(10);
+
+/// State the hooks may have made for a user, recorded under `owns/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned {
+    RuntimeDir,
+    Linger,
+}
+
+impl Owned {
+    fn file_name(self) -> &'static str {
+        match self {
+            Owned::RuntimeDir => "runtime-dir",
+            Owned::Linger => "linger",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -31,6 +53,8 @@ pub enum LedgerError {
     Io { path: PathBuf, source: io::Error },
     #[error("cannot lock {}: {source}", path.display())]
     Lock { path: PathBuf, source: nix::Error },
+    #[error("{} is still locked by another hook of this user after {}s", path.display(), waited.as_secs())]
+    LockTimeout { path: PathBuf, waited: Duration },
     #[error("{} must be a directory owned by root and writable by root only (uid {owner}, mode {mode:04o}); fix it or set state_dir", path.display())]
     Unsafe {
         path: PathBuf,
@@ -60,6 +84,19 @@ pub struct UserLock {
 }
 
 impl Ledger {
+    /// The user's records without taking the lock or creating anything
+    /// (a dry run): (started, ending), empty when there are none.
+    pub fn peek(&self, uid: u32) -> Result<(Vec<Marker>, Vec<Marker>), LedgerError> {
+        let dir = self.user_dir(uid);
+        let read = |sub: &str| match markers(&dir.join(sub)) {
+            Err(LedgerError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(Vec::new())
+            }
+            other => other,
+        };
+        Ok((read("started")?, read("ending")?))
+    }
+
     pub fn new(root: impl Into<PathBuf>) -> Ledger {
         Ledger { root: root.into() }
     }
@@ -68,14 +105,16 @@ impl Ledger {
         self.root.join("users").join(uid.to_string())
     }
 
-    /// Take the user's lock, waiting for whoever holds it. The holders are
-    /// other hooks of the same user, whose own waits are bounded.
-    pub fn lock_user(&self, uid: u32) -> Result<UserLock, LedgerError> {
+    /// Take the user's lock, waiting at most `wait` for whoever holds it
+    /// (another hook of the same user). A holder stuck past that (say, on
+    /// a hung filesystem) must not stall every later Prolog of the user
+    /// until slurmd's own timeout drains the node.
+    pub fn lock_user(&self, uid: u32, wait: Duration) -> Result<UserLock, LedgerError> {
         private_dir(&self.root, 0o755)?;
         private_dir(&self.root.join("users"), 0o755)?;
         let dir = self.user_dir(uid);
         private_dir(&dir, 0o700)?;
-        for sub in ["started", "ending"] {
+        for sub in ["started", "ending", "owns"] {
             private_dir(&dir.join(sub), 0o700)?;
         }
         let path = dir.join("lock");
@@ -91,30 +130,46 @@ impl Ledger {
                 path: path.clone(),
                 source,
             })?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, source)| LedgerError::Lock { path, source })?;
-        Ok(UserLock { dir, _lock: lock })
-    }
-}
-
-impl Ledger {
-    /// The user's records without taking the lock or creating anything
-    /// (a dry run): (started, ending), empty when there are none.
-    pub fn peek(&self, uid: u32) -> Result<(Vec<Marker>, Vec<Marker>), LedgerError> {
-        let dir = self.user_dir(uid);
-        let read = |sub: &str| match markers(&dir.join(sub)) {
-            Err(LedgerError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Ok(Vec::new())
+        let deadline = Instant::now() + wait;
+        let mut file = file;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(UserLock { dir, _lock: lock }),
+                Err((back, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                    file = back;
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(LedgerError::LockTimeout { path, waited: wait });
+                }
+                Err((_, source)) => return Err(LedgerError::Lock { path, source }),
             }
-            other => other,
-        };
-        Ok((read("started")?, read("ending")?))
+        }
     }
 }
 
+/// Holding a `UserLock` is the proof that the caller holds the user's
+/// lock: every change to the records goes through it.
 impl UserLock {
+    /// The job's Prolog runs. A leftover `ending/` record of the same id (a
+    /// requeued job that comes back to this node) would otherwise make the
+    /// running job invisible to every later Epilog.
     pub fn mark_started(&self, job_id: u32) -> Result<(), LedgerError> {
+        remove(&self.dir.join("ending").join(job_id.to_string()))?;
         touch(&self.dir.join("started").join(job_id.to_string()))
+    }
+
+    pub fn owns(&self, what: Owned) -> bool {
+        fs::symlink_metadata(self.dir.join("owns").join(what.file_name()))
+            .is_ok_and(|m| m.is_file())
+    }
+
+    pub fn set_owned(&self, what: Owned) -> Result<(), LedgerError> {
+        touch(&self.dir.join("owns").join(what.file_name()))
+    }
+
+    pub fn clear_owned(&self, what: Owned) -> Result<(), LedgerError> {
+        remove(&self.dir.join("owns").join(what.file_name()))
     }
 
     /// The job's Epilog runs: it is no longer one of the user's live jobs.
@@ -142,7 +197,7 @@ impl UserLock {
 
 /// Create `path` (mode `mode`, root's) if missing; an existing one must be
 /// a real directory that only its owner, root or us, can write.
-fn private_dir(path: &Path, mode: u32) -> Result<(), LedgerError> {
+pub(crate) fn private_dir(path: &Path, mode: u32) -> Result<(), LedgerError> {
     let io_err = |source| LedgerError::Io {
         path: path.to_path_buf(),
         source,
@@ -160,16 +215,21 @@ fn private_dir(path: &Path, mode: u32) -> Result<(), LedgerError> {
         }
         Err(e) => return Err(io_err(e)),
     };
-    let me = nix::unistd::geteuid().as_raw();
-    let perm = meta.mode() & 0o7777;
-    if !meta.is_dir() || (meta.uid() != 0 && meta.uid() != me) || perm & 0o022 != 0 {
+    if !safe_parent(&meta) {
         return Err(LedgerError::Unsafe {
             path: path.to_path_buf(),
             owner: meta.uid(),
-            mode: perm,
+            mode: meta.mode() & 0o7777,
         });
     }
     Ok(())
+}
+
+/// A directory that nobody but root (or the hook's own uid, in tests) can
+/// write into, so no user can swap its entries under us.
+pub(crate) fn safe_parent(meta: &fs::Metadata) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    meta.is_dir() && (meta.uid() == 0 || meta.uid() == me) && meta.mode() & 0o022 == 0
 }
 
 fn touch(path: &Path) -> Result<(), LedgerError> {
@@ -241,7 +301,7 @@ mod tests {
     fn started_then_ending() {
         let tmp = tempfile::tempdir().unwrap();
         let ledger = Ledger::new(tmp.path().join("state"));
-        let lock = ledger.lock_user(1001).unwrap();
+        let lock = ledger.lock_user(1001, DEFAULT_LOCK_WAIT).unwrap();
         lock.mark_started(5).unwrap();
         lock.mark_started(7).unwrap();
         fs::write(ledger.user_dir(1001).join("started/junk"), b"").unwrap();
@@ -263,7 +323,9 @@ mod tests {
         let root = tmp.path().join("state");
         fs::create_dir(&root).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = Ledger::new(&root).lock_user(1).unwrap_err();
+        let err = Ledger::new(&root)
+            .lock_user(1, DEFAULT_LOCK_WAIT)
+            .unwrap_err();
         assert!(matches!(err, LedgerError::Unsafe { .. }), "{err}");
     }
 
@@ -272,13 +334,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ledger = Arc::new(Ledger::new(tmp.path().join("state")));
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let first = ledger.lock_user(9).unwrap();
+        let first = ledger.lock_user(9, DEFAULT_LOCK_WAIT).unwrap();
         let barrier = Arc::new(Barrier::new(2));
         let waiter = {
             let (ledger, order, barrier) = (ledger.clone(), order.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                let _second = ledger.lock_user(9).unwrap();
+                let _second = ledger.lock_user(9, DEFAULT_LOCK_WAIT).unwrap();
                 order.lock().unwrap().push("second");
             })
         };
@@ -288,5 +350,33 @@ mod tests {
         drop(first);
         waiter.join().unwrap();
         assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+    }
+
+    #[test]
+    fn a_lock_held_too_long_times_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(tmp.path().join("state"));
+        let _held = ledger.lock_user(3, DEFAULT_LOCK_WAIT).unwrap();
+        let t0 = Instant::now();
+        let err = ledger.lock_user(3, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, LedgerError::LockTimeout { .. }), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_restart_clears_an_old_ending_record_and_ownership_is_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(tmp.path().join("state"));
+        let lock = ledger.lock_user(5, DEFAULT_LOCK_WAIT).unwrap();
+        lock.mark_started(8).unwrap();
+        lock.mark_ending(8).unwrap();
+        lock.mark_started(8).unwrap();
+        assert_eq!(ids(&lock.started().unwrap()), [8]);
+        assert!(lock.ending().unwrap().is_empty());
+        assert!(!lock.owns(Owned::RuntimeDir));
+        lock.set_owned(Owned::RuntimeDir).unwrap();
+        assert!(lock.owns(Owned::RuntimeDir) && !lock.owns(Owned::Linger));
+        lock.clear_owned(Owned::RuntimeDir).unwrap();
+        assert!(!lock.owns(Owned::RuntimeDir));
     }
 }

@@ -14,8 +14,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_MARKER_DIR: &str = "/var/lib/systemd/linger";
-/// Present when systemd is PID 1 (what `sd_booted()` checks).
-pub const SYSTEMD_RUNTIME_DIR: &str = "/run/systemd/system";
+/// logind makes this directory when it starts; systemd as PID 1 alone is
+/// not enough (images with logind masked exist, and there `loginctl`
+/// fails and would drain the node).
+pub const LOGIND_RUNTIME_DIR: &str = "/run/systemd/users";
+/// A fixed path: the hooks run as root and do not search `PATH`.
+pub const LOGINCTL: &str = "/usr/bin/loginctl";
 /// `loginctl` blocks on D-Bus; a hung logind must not hang a Prolog.
 const LOGINCTL_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -44,7 +48,7 @@ pub enum LingerError {
     serde(rename_all = "kebab-case")
 )]
 pub enum Via {
-    /// `loginctl` when systemd runs, else the marker file.
+    /// `loginctl` when logind runs, else the marker file.
     Auto,
     Loginctl,
     MarkerFile,
@@ -55,8 +59,8 @@ pub struct Linger {
     pub marker_dir: PathBuf,
     pub via: Via,
     pub loginctl: PathBuf,
-    /// Checked by `Via::Auto`; a parameter so tests can say "no systemd".
-    pub systemd_runtime_dir: PathBuf,
+    /// Checked by `Via::Auto`; a parameter so tests can say "no logind".
+    pub logind_runtime_dir: PathBuf,
 }
 
 /// What was done, for the log.
@@ -64,7 +68,7 @@ pub struct Linger {
 pub enum Switched {
     Loginctl,
     MarkerFile,
-    AlreadyThat,
+    Unchanged,
 }
 
 impl Linger {
@@ -72,8 +76,8 @@ impl Linger {
         Linger {
             marker_dir: marker_dir.into(),
             via,
-            loginctl: PathBuf::from("loginctl"),
-            systemd_runtime_dir: PathBuf::from(SYSTEMD_RUNTIME_DIR),
+            loginctl: PathBuf::from(LOGINCTL),
+            logind_runtime_dir: PathBuf::from(LOGIND_RUNTIME_DIR),
         }
     }
 
@@ -85,13 +89,18 @@ impl Linger {
         fs::symlink_metadata(self.marker(user)).is_ok_and(|m| m.is_file())
     }
 
+    /// Enable linger; `Unchanged` when it already was, whoever enabled it
+    /// (logind keeps its marker in the same directory).
     pub fn enable(&self, user: &str) -> Result<Switched, LingerError> {
+        if self.is_enabled(user) {
+            return Ok(Switched::Unchanged);
+        }
         if self.uses_loginctl() {
             return self.loginctl("enable-linger", user);
         }
         let path = self.marker(user);
         match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => return Ok(Switched::AlreadyThat),
+            Ok(meta) if meta.is_file() => return Ok(Switched::Unchanged),
             Ok(_) => return Err(LingerError::NotAFile { path }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(LingerError::Io { path, source }),
@@ -111,7 +120,7 @@ impl Linger {
     }
 
     pub fn disable(&self, user: &str) -> Result<Switched, LingerError> {
-        if self.uses_loginctl() {
+        if self.uses_loginctl() && self.is_enabled(user) {
             return self.loginctl("disable-linger", user);
         }
         let path = self.marker(user);
@@ -120,7 +129,7 @@ impl Linger {
             Ok(_) => fs::remove_file(&path)
                 .map(|()| Switched::MarkerFile)
                 .map_err(|source| LingerError::Io { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Switched::AlreadyThat),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Switched::Unchanged),
             Err(source) => Err(LingerError::Io { path, source }),
         }
     }
@@ -129,7 +138,7 @@ impl Linger {
         match self.via {
             Via::Loginctl => true,
             Via::MarkerFile => false,
-            Via::Auto => self.systemd_runtime_dir.is_dir(),
+            Via::Auto => self.logind_runtime_dir.is_dir(),
         }
     }
 
@@ -137,6 +146,7 @@ impl Linger {
         let program = self.loginctl.display().to_string();
         let mut child = Command::new(&self.loginctl)
             .arg(verb)
+            .arg("--")
             .arg(user)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -187,7 +197,7 @@ mod tests {
 
     fn marker_only(dir: &Path) -> Linger {
         let mut l = Linger::new(dir.join("linger"), Via::Auto);
-        l.systemd_runtime_dir = dir.join("no-systemd");
+        l.logind_runtime_dir = dir.join("no-logind");
         l
     }
 
@@ -198,10 +208,10 @@ mod tests {
         assert!(!l.is_enabled("alice"));
         assert_eq!(l.enable("alice").unwrap(), Switched::MarkerFile);
         assert!(l.is_enabled("alice"));
-        assert_eq!(l.enable("alice").unwrap(), Switched::AlreadyThat);
+        assert_eq!(l.enable("alice").unwrap(), Switched::Unchanged);
         assert_eq!(l.disable("alice").unwrap(), Switched::MarkerFile);
         assert!(!l.is_enabled("alice"));
-        assert_eq!(l.disable("alice").unwrap(), Switched::AlreadyThat);
+        assert_eq!(l.disable("alice").unwrap(), Switched::Unchanged);
     }
 
     #[test]
@@ -217,31 +227,37 @@ mod tests {
     }
 
     #[test]
-    fn loginctl_is_used_where_systemd_runs_and_its_failure_is_reported() {
+    fn loginctl_is_used_where_logind_runs_and_its_failure_is_reported() {
         let tmp = tempfile::tempdir().unwrap();
         let fake = tmp.path().join("loginctl");
         let record = tmp.path().join("calls");
         fs::write(
             &fake,
             format!(
-                "#!/bin/sh\necho \"$@\" >>{}\n[ \"$2\" = bad ] && {{ echo 'Could not enable linger: No such user' >&2; exit 1; }}\nexit 0\n",
+                "#!/bin/sh\necho \"$@\" >>{}\n[ \"$3\" = bad ] && {{ echo 'Could not enable linger: No such user' >&2; exit 1; }}\nexit 0\n",
                 record.display()
             ),
         )
         .unwrap();
         fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::create_dir(tmp.path().join("systemd")).unwrap();
+        fs::create_dir(tmp.path().join("logind")).unwrap();
         let mut l = Linger::new(tmp.path().join("linger"), Via::Auto);
-        l.systemd_runtime_dir = tmp.path().join("systemd");
+        l.logind_runtime_dir = tmp.path().join("logind");
         l.loginctl = fake;
         assert_eq!(l.enable("alice").unwrap(), Switched::Loginctl);
+        // logind would have written the marker; do as it does.
+        fs::create_dir_all(l.marker_dir.clone()).unwrap();
+        fs::write(l.marker("alice"), b"").unwrap();
+        assert_eq!(l.enable("alice").unwrap(), Switched::Unchanged);
         assert_eq!(l.disable("alice").unwrap(), Switched::Loginctl);
+        fs::remove_file(l.marker("alice")).unwrap();
+        assert_eq!(l.disable("alice").unwrap(), Switched::Unchanged);
         let err = l.enable("bad").unwrap_err().to_string();
         assert!(err.contains("No such user"), "{err}");
         let calls = fs::read_to_string(&record).unwrap();
         assert_eq!(
             calls,
-            "enable-linger alice\ndisable-linger alice\nenable-linger bad\n"
+            "enable-linger -- alice\ndisable-linger -- alice\nenable-linger -- bad\n"
         );
         // The marker file was left to logind.
         assert!(!l.marker("alice").exists());

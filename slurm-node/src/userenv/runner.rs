@@ -2,6 +2,7 @@
 //! config, and turning slurmd's environment into the job's user and the
 //! node's spool directory.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::User;
@@ -31,7 +32,14 @@ impl HookLog {
     }
 
     pub fn log(&self, severity: Severity, message: &str) {
-        eprintln!("{}: {}: {message}", self.tag, severity.label());
+        // eprintln! would panic if stderr is gone; a log line is not worth
+        // a non-zero exit.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: {}: {message}",
+            self.tag,
+            severity.label()
+        );
         self.syslog.send(severity, message);
     }
 

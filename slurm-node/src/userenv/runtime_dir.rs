@@ -6,13 +6,19 @@
 //! our changes; every path below it is checked with `lstat`, never
 //! followed.
 
+use std::ffi::{CString, OsStr};
 use std::fs::{self, DirBuilder};
 use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::mount::{MntFlags, MsFlags};
-use nix::unistd::{Gid, Uid, chown};
+use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, chown, unlinkat};
 
 /// Where logind puts them, and where software looks for them.
 pub const DEFAULT_ROOT: &str = "/run/user";
@@ -35,6 +41,8 @@ pub enum RuntimeDirError {
         owner: u32,
         mode: u32,
     },
+    #[error("{} is another filesystem mounted inside the runtime dir; not removing across it", path.display())]
+    MountInside { path: PathBuf },
 }
 
 /// What `ensure` found or did.
@@ -59,6 +67,8 @@ pub struct RuntimeDirs {
     /// `size=` of a tmpfs mounted on each directory (`"64M"`, `"5%"`);
     /// none means a plain directory on the parent's filesystem.
     tmpfs_size: Option<String>,
+    /// Where the mounts below a directory are found before removing it.
+    mountinfo: PathBuf,
 }
 
 impl RuntimeDirs {
@@ -66,6 +76,7 @@ impl RuntimeDirs {
         RuntimeDirs {
             root: root.into(),
             tmpfs_size,
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
         }
     }
 
@@ -120,9 +131,11 @@ impl RuntimeDirs {
         Ok(Ensured::Created)
     }
 
-    /// Remove the user's directory and everything in it (unmounting its
-    /// tmpfs first). A symlink in its place is removed as a link, never
-    /// followed.
+    /// Remove the user's directory and everything in it. A symlink in its
+    /// place is removed as a link, never followed. Every mount at or below
+    /// it (our tmpfs, a FUSE mount of the user's) is detached first, and
+    /// the walk never enters another filesystem: root walking into a FUSE
+    /// mount could hang on its daemon, or delete the remote files.
     pub fn remove(&self, uid: u32) -> Result<Removed, RuntimeDirError> {
         let dir = self.path(uid);
         let meta = match fs::symlink_metadata(&dir) {
@@ -138,18 +151,29 @@ impl RuntimeDirs {
             fs::remove_file(&dir).map_err(io_err)?;
             return Ok(Removed::Removed);
         }
-        if is_mount_point(&dir, &meta)? {
-            // MNT_DETACH: a process of the user still holding a file open
-            // must not make the Epilog fail; the tmpfs goes when it lets go.
-            nix::mount::umount2(&dir, MntFlags::MNT_DETACH).map_err(|source| {
-                RuntimeDirError::Sys {
-                    path: dir.clone(),
-                    source,
+        for mount in mounts_at_or_below(&self.mountinfo, &dir) {
+            // MNT_DETACH: a process still holding a file open must not make
+            // the Epilog fail; the filesystem goes when it lets go.
+            match nix::mount::umount2(&mount, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+                Err(source) => {
+                    return Err(RuntimeDirError::Sys {
+                        path: mount,
+                        source,
+                    });
                 }
-            })?;
+            }
         }
-        // std's remove_dir_all does not follow symlinks inside the tree.
-        fs::remove_dir_all(&dir).map_err(io_err)?;
+        let sys = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RuntimeDirError::Sys { path, source }
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut top = Dir::open(&dir, flags, Mode::empty()).map_err(sys(&dir))?;
+        let dev = fstat(top.as_fd()).map_err(sys(&dir))?.st_dev;
+        remove_tree(&mut top, dev, &dir)?;
+        drop(top);
+        fs::remove_dir(&dir).map_err(io_err)?;
         Ok(Removed::Removed)
     }
 
@@ -171,13 +195,11 @@ impl RuntimeDirs {
                 if !meta.is_dir() {
                     return Err(RuntimeDirError::NotADirectory { path: root.clone() });
                 }
-                let me = nix::unistd::geteuid().as_raw();
-                let mode = meta.mode() & 0o7777;
-                if (meta.uid() != 0 && meta.uid() != me) || mode & 0o022 != 0 {
+                if !crate::userenv::ledger::safe_parent(&meta) {
                     return Err(RuntimeDirError::UnsafeParent {
                         path: root.clone(),
                         owner: meta.uid(),
-                        mode,
+                        mode: meta.mode() & 0o7777,
                     });
                 }
                 Ok(())
@@ -219,14 +241,85 @@ fn check_existing(dir: &Path, meta: &fs::Metadata, uid: u32) -> Result<(), Runti
     Ok(())
 }
 
-/// A directory on another device than its parent is a mount point.
-fn is_mount_point(dir: &Path, meta: &fs::Metadata) -> Result<bool, RuntimeDirError> {
-    let parent = dir.parent().unwrap_or(Path::new("/"));
-    let parent_meta = fs::metadata(parent).map_err(|source| RuntimeDirError::Io {
-        path: parent.to_path_buf(),
-        source,
-    })?;
-    Ok(parent_meta.dev() != meta.dev())
+/// Remove everything below the open directory `dir` without following a
+/// symlink and without entering another filesystem. Names are resolved
+/// relative to directory descriptors with `O_NOFOLLOW`, so a user who
+/// swaps a subdirectory for a symlink mid-walk gets the link removed, not
+/// its target (the race std's `remove_dir_all` also closes).
+fn remove_tree(dir: &mut Dir, dev: u64, path: &Path) -> Result<(), RuntimeDirError> {
+    let sys = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RuntimeDirError::Sys { path, source }
+    };
+    let names: Vec<CString> = dir
+        .iter()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_owned())
+        .filter(|name| name.as_bytes() != b"." && name.as_bytes() != b"..")
+        .collect();
+    for name in names {
+        let child = path.join(OsStr::from_bytes(name.as_bytes()));
+        let st = fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(sys(&child))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+            unlinkat(dir.as_fd(), name.as_c_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(sys(&child))?;
+            continue;
+        }
+        if st.st_dev != dev {
+            return Err(RuntimeDirError::MountInside { path: child });
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut sub =
+            Dir::openat(dir.as_fd(), name.as_c_str(), flags, Mode::empty()).map_err(sys(&child))?;
+        // Mounted between the stat and the open.
+        if fstat(sub.as_fd()).map_err(sys(&child))?.st_dev != dev {
+            return Err(RuntimeDirError::MountInside { path: child });
+        }
+        remove_tree(&mut sub, dev, &child)?;
+        drop(sub);
+        unlinkat(dir.as_fd(), name.as_c_str(), UnlinkatFlags::RemoveDir).map_err(sys(&child))?;
+    }
+    Ok(())
+}
+
+/// Mount points at or below `dir` in a mountinfo file, deepest first.
+fn mounts_at_or_below(mountinfo: &Path, dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string(mountinfo) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+        .filter(|mount| mount.starts_with(dir))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -336,5 +429,28 @@ mod tests {
             dirs.ensure(uid, gid),
             Err(RuntimeDirError::UnsafeParent { .. })
         ));
+    }
+
+    #[test]
+    fn finds_mounts_below_deepest_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let info = tmp.path().join("mountinfo");
+        fs::write(
+            &info,
+            "22 1 0:21 / /run rw - tmpfs tmpfs rw\n\
+             30 22 0:40 / /run/user/1001 rw - tmpfs tmpfs rw\n\
+             31 30 0:41 / /run/user/1001/my\\040fuse rw - fuse.sshfs sshfs rw\n\
+             32 22 0:42 / /run/user/10010 rw - tmpfs tmpfs rw\n",
+        )
+        .unwrap();
+        let got = mounts_at_or_below(&info, Path::new("/run/user/1001"));
+        assert_eq!(
+            got,
+            [
+                PathBuf::from("/run/user/1001/my fuse"),
+                PathBuf::from("/run/user/1001")
+            ]
+        );
+        assert!(mounts_at_or_below(&tmp.path().join("none"), Path::new("/run")).is_empty());
     }
 }

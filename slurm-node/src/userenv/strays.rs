@@ -83,7 +83,7 @@ fn examine(dir: &Path, pid: i32, uid: u32) -> Option<Stray> {
         return None;
     }
     let cgroup = fs::read_to_string(dir.join("cgroup")).ok()?;
-    if in_a_job(&cgroup) {
+    if CgroupFs::in_slurm_job(&cgroup) {
         return None;
     }
     let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
@@ -106,19 +106,10 @@ fn status_uids(status: &str) -> Option<[u32; 4]> {
     Some(uids)
 }
 
-/// A process is in a job when any hierarchy puts it under a `job_<n>`
-/// directory (or a 26.05 SLUID-named job under `slurmstepd.scope`).
-pub fn in_a_job(cgroup_text: &str) -> bool {
-    CgroupFs::job_of_pid_cgroup(cgroup_text).is_some()
-        || cgroup_text.lines().any(|line| {
-            line.split('/').any(|part| part.starts_with("job_"))
-                || line.contains("slurmstepd.scope/")
-        })
-}
-
 /// SIGKILL each stray still owned by `uid`; returns the pids killed. The
-/// owner is read again right before the signal, so a pid reused since the
-/// scan by someone else's process is left alone.
+/// owner and cgroup are read again right before the signal, so a pid
+/// reused since the scan by someone else's process is left alone; the
+/// window between that check and the signal remains (no pidfd in nix).
 pub fn reap(proc_root: &Path, strays: &[Stray], uid: u32) -> Vec<i32> {
     strays
         .iter()
@@ -173,16 +164,20 @@ mod tests {
             "0::/system.slice/slurmstepd.scope/8d7f1c2a/step_0\n",
             "sluid",
         );
+        // A job_ directory the user made in their own delegated subtree.
+        fake_proc(
+            p,
+            106,
+            "1001\t1001\t1001\t1001",
+            "0::/user.slice/user-1001.slice/user@1001.service/job_1/step_0\n",
+            "hiding",
+        );
         fs::create_dir_all(p.join("self")).unwrap();
         fs::write(p.join("uptime"), "1 1").unwrap();
         let found = find(p, 1001, 1000).unwrap();
-        assert_eq!(
-            found,
-            [Stray {
-                pid: 100,
-                comm: "vscode-server".into()
-            }]
-        );
+        let pids: Vec<i32> = found.iter().map(|s| s.pid).collect();
+        assert_eq!(pids, [100, 106]);
+        assert_eq!(found[0].comm, "vscode-server");
     }
 
     #[test]
