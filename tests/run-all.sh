@@ -36,6 +36,10 @@ tier1() {
     cargo test --workspace 2>&1 | tee "$log_dir/cargo-test.log"
 }
 
+selinux_policy() {
+    tests/selinux/run.sh 2>&1 | tee "$log_dir/selinux.log"
+}
+
 tier2_logins() {
     tests/real-slurm/run.sh 2>&1 | tee "$log_dir/real-slurm.log"
 }
@@ -55,6 +59,7 @@ tier2_package() {
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
 stage "tier 1: fuzz the RPC, stepd and /proc/net parsers (bounded)" tests/scripts/fuzz.sh
+stage "SELinux policy: build, private store, sesearch checks" selinux_policy
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
 stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests -p slurmd-shim -p adopt-prolog -p adopt-epilog
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
@@ -70,7 +75,7 @@ stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilo
 tally() {
     {
         sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo-test.log"
-        sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log_dir"/real-slurm*.log
+        sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log_dir"/real-slurm*.log "$log_dir/selinux.log"
     } | awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed\n", p, f }'
 }
 
