@@ -95,7 +95,17 @@ mc_cancel_all() {
     local ver=$1
     mc_exec "$ver" ctl scancel -u "$MC_USER" 2>/dev/null || true
     mc_exec "$ver" ctl scancel -u adopt-bob 2>/dev/null || true
-    _mc_wait 40 _mc_no_jobs "$ver" || { echo "jobs still present 40 s after scancel" >&2; mc_exec "$ver" ctl squeue >&2; return 1; }
+    _mc_wait 60 _mc_no_jobs "$ver" && return 0
+    echo "jobs or extern steps still present 60 s after scancel:" >&2
+    mc_exec "$ver" ctl squeue >&2 || true
+    local n
+    for n in c1 c2; do
+        echo "--- $n: spool, processes, slurmd.log" >&2
+        mc_exec "$ver" "$n" ls -la /var/spool/slurmd >&2 || true
+        mc_exec "$ver" "$n" ps -eo pid,ppid,user,stat,wchan:20,args >&2 || true
+        mc_exec "$ver" "$n" tail -n 20 /var/log/slurm/slurmd.log >&2 || true
+    done
+    return 1
 }
 
 # Lines of NODE's auth.log after mark N (mc_mark prints N).

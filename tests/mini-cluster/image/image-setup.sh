@@ -105,7 +105,6 @@ CONF
 cat >/etc/slurm/cgroup.conf <<CONF
 CgroupPlugin=cgroup/v1
 CgroupMountpoint=/sys/fs/cgroup
-CgroupAutomount=no
 ConstrainCores=yes
 ConstrainRAMSpace=yes
 CONF
