@@ -5,7 +5,10 @@
 #   tier 2: real Slurm on this host (slurmctld, slurmd, munge, sshd) with
 #           ssh logins through the real PAM stack (one job, several jobs and
 #           the callerid RPC), parity with Debian's pam_slurm_adopt.so, the
-#           Prolog/Epilog/TaskProlog hooks, and the benchmarks
+#           Prolog/Epilog/TaskProlog hooks, the Debian package, and the
+#           benchmarks
+#   tier 3: the Dockerized mini-cluster per Slurm version (22.05, 24.11,
+#           26.05), images built here from debootstrapped rootfs
 # Must run as root on Debian 12: tier 2 starts daemons and adds test users.
 set -euo pipefail
 
@@ -40,6 +43,10 @@ selinux_policy() {
     tests/selinux/run.sh 2>&1 | tee "$log_dir/selinux.log"
 }
 
+tier3_mini_cluster() {
+    tests/mini-cluster/test.sh 2>&1 | tee "$log_dir/mini-cluster.log"
+}
+
 tier2_logins() {
     tests/real-slurm/run.sh 2>&1 | tee "$log_dir/real-slurm.log"
 }
@@ -69,13 +76,18 @@ stage "tier 2: Debian package: build, lintian, dpkg -i, doctor, logins, purge" t
 stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh
 stage "tier 2: benchmark, extern-step count" tests/real-slurm/bench-steps.sh
 stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh
+stage "tier 3: Dockerized mini-cluster (Slurm 22.05, 24.11, 26.05)" tier3_mini_cluster
 
-# One closing tally over every tier: cargo's per-binary lines plus the
-# real-Slurm tier's own "N passed, N failed".
+# One closing tally over every tier: cargo's per-binary lines, plus the
+# closing "N passed, N failed" of each shell tier (the last such line of
+# each log: some print per-part subtotals before it).
 tally() {
     {
         sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo-test.log"
-        sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log_dir"/real-slurm*.log "$log_dir/selinux.log"
+        local log
+        for log in "$log_dir"/real-slurm*.log "$log_dir/selinux.log" "$log_dir/mini-cluster.log"; do
+            sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -n1
+        done
     } | awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed\n", p, f }'
 }
 

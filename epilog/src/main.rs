@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use slurm_node::userenv::hooks::{EpilogReport, NodeSpool};
-use slurm_node::userenv::job_env::JobEnv;
 use slurm_node::userenv::last_job::Verdict;
-use slurm_node::userenv::runner::{self, HookLog};
+use slurm_node::userenv::runner::{self, HookInput, HookLog};
 
 /// Remove the user's session state when their last job on this node ends.
 ///
@@ -72,26 +71,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = HookLog::open("adopt-epilog", !cli.no_syslog);
     let started = Instant::now();
-    let env = match JobEnv::from_vars(|k| std::env::var_os(k)) {
-        Ok(env) => env,
+    // Whatever is wrong, a non-zero exit would drain the node and take
+    // nothing down: log it and keep the user's state.
+    let HookInput { env, config, job } = match runner::hook_input(cli.config.as_deref()) {
+        Ok(input) => input,
         Err(e) => {
-            // Not a failure to take anything down, and a non-zero exit
-            // would drain the node.
-            log.error(&format!("{e}; nothing done"));
-            return ExitCode::SUCCESS;
-        }
-    };
-    let config = match runner::load_config(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            log.error(&format!("job={} {e}; keeping the user's state", env.job_id));
-            return ExitCode::SUCCESS;
-        }
-    };
-    let job = match runner::job_user(&env) {
-        Ok(job) => job,
-        Err(e) => {
-            log.error(&format!("job={} {e}; keeping the user's state", env.job_id));
+            log.error(&format!("{e}; keeping the user's state"));
             return ExitCode::SUCCESS;
         }
     };

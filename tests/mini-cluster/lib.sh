@@ -127,6 +127,12 @@ mc_build_binaries() {
     for b in "${MC_BINS[@]}"; do
         [[ -f $MC_REPO/target/release/$b ]] || mc_die "target/release/$b missing after the build"
     done
+    # The images install the toolkit from the package sites install, not
+    # from loose binaries.
+    mc_say "packaging/build-deb.sh --no-build"
+    MC_DEB=$("$MC_REPO/packaging/build-deb.sh" --no-build | tail -n1) ||
+        mc_die "packaging/build-deb.sh failed (see above)"
+    [[ -f $MC_DEB ]] || mc_die "packaging/build-deb.sh printed no package path"
 }
 
 # ------------------------------------------------------------ image
@@ -137,7 +143,9 @@ mc_image() {
     base=$(mc_base_image "$ver")
     ref=slurm-adopt-mc:$(mc_tag "$ver")
     local files=("$MC_DIR/image/"*)
+    # The .deb itself carries build times; hash what goes into it instead.
     for b in "${MC_BINS[@]}"; do files+=("$MC_REPO/target/release/$b"); done
+    while IFS= read -r b; do files+=("$b"); done < <(find "$MC_REPO/packaging" -type f | sort)
     hash=$( { _mc_hash "${files[@]}"; echo "$base $ver"; } | sha256sum | cut -c1-12)
     have=$(docker image inspect -f '{{ index .Config.Labels "slurm-adopt-mc.hash" }}' "$ref" 2>/dev/null || true)
     if [[ $have == "$hash" ]]; then
@@ -148,7 +156,10 @@ mc_image() {
     install -d "$ctx/stage/bin"
     cp "$MC_DIR/image/Dockerfile" "$ctx/"
     cp "$MC_DIR/image/image-setup.sh" "$MC_DIR/image/mc-init" "$MC_DIR/image/mc-pam" "$ctx/stage/"
-    for b in "${MC_BINS[@]}"; do cp "$MC_REPO/target/release/$b" "$ctx/stage/bin/"; done
+    # mc_build_binaries may have run in a subshell (test.sh's stages).
+    [[ -n ${MC_DEB:-} && -f ${MC_DEB:-} ]] || MC_DEB=$(ls -t "$MC_REPO"/target/debian/slurm-adopt_*.deb 2>/dev/null | head -n1)
+    [[ -n $MC_DEB && -f $MC_DEB ]] || mc_die "no toolkit package in target/debian: run packaging/build-deb.sh"
+    cp "$MC_DEB" "$ctx/stage/"
     printf 'MC_NET=%s\nMC_SLURM_VERSION=%s\n' "$(mc_net "$ver")" "$ver" >"$ctx/stage/cluster.env"
     mc_say "docker build $ref from $base"
     # The legacy builder never contacts a registry for a local FROM image.

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use slurm_node::userenv::job_env::JobEnv;
-use slurm_node::userenv::runner::{self, HookLog};
+use slurm_node::userenv::runner::{self, HookInput, HookLog};
 
 /// Give the job's user a session environment on this node.
 ///
@@ -64,24 +63,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = HookLog::open("adopt-prolog", !cli.no_syslog);
     let started = Instant::now();
-    let env = match JobEnv::from_vars(|k| std::env::var_os(k)) {
-        Ok(env) => env,
+    let HookInput { config, job, .. } = match runner::hook_input(cli.config.as_deref()) {
+        Ok(input) => input,
         Err(e) => {
-            log.error(&e.to_string());
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = match runner::load_config(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            log.error(&format!("job={} {e}", env.job_id));
-            return ExitCode::FAILURE;
-        }
-    };
-    let job = match runner::job_user(&env) {
-        Ok(job) => job,
-        Err(e) => {
-            log.error(&format!("job={} {e}", env.job_id));
+            log.error(&e);
             return ExitCode::FAILURE;
         }
     };

@@ -121,3 +121,21 @@ pub fn node_spool(conf_path: &Path, env: &JobEnv) -> Result<NodeSpool, String> {
         trusted_uids,
     })
 }
+
+/// What a Prolog or Epilog works from.
+#[derive(Debug)]
+pub struct HookInput {
+    pub env: JobEnv,
+    pub config: HookConfig,
+    pub job: JobUser,
+}
+
+/// slurmd's environment, the config and the job's user, or the one line
+/// that says what is wrong (`job=N ...` once the job id is known). The
+/// caller decides the exit status: a Prolog fails, an Epilog does not.
+pub fn hook_input(explicit_config: Option<&Path>) -> Result<HookInput, String> {
+    let env = JobEnv::from_vars(|k| std::env::var_os(k)).map_err(|e| e.to_string())?;
+    let config = load_config(explicit_config).map_err(|e| format!("job={} {e}", env.job_id))?;
+    let job = job_user(&env).map_err(|e| format!("job={} {e}", env.job_id))?;
+    Ok(HookInput { env, config, job })
+}

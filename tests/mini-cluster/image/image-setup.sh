@@ -10,16 +10,13 @@ source "$stage/cluster.env" # MC_NET (e.g. 172.31.22), MC_SLURM_VERSION
 pamdir=/usr/lib/x86_64-linux-gnu/security
 die() { echo "image-setup: error: $*" >&2; exit 1; }
 
-# The toolkit's files, in one place so a later `dpkg -i slurm-adopt_*.deb`
-# can replace this function and nothing else.
+# From the project's Debian package, as a site installs it: dpkg checks
+# its Depends against this release's libraries.
 install_toolkit() {
-    install -m 0644 "$stage/bin/libpam_adopt.so" "$pamdir/pam_adopt.so"
-    install -m 0755 "$stage/bin/adoptctl" /usr/local/sbin/adoptctl
-    install -d -m 0755 /usr/libexec/slurm-adopt
-    local h
-    for h in adopt-prolog adopt-epilog adopt-taskprolog; do
-        install -m 0755 "$stage/bin/$h" "/usr/libexec/slurm-adopt/$h"
-    done
+    local debs=("$stage"/slurm-adopt_*.deb)
+    [[ -f ${debs[0]} ]] || die "no slurm-adopt .deb in $stage"
+    dpkg -i "${debs[0]}" >/dev/null || die "dpkg -i ${debs[0]##*/} failed"
+    [[ -f $pamdir/pam_adopt.so ]] || die "the package did not install $pamdir/pam_adopt.so"
 }
 
 # The hooks are configured only when they answer --version: a placeholder
