@@ -335,12 +335,12 @@ impl Hooks {
         }
         // A stray that forks while we kill gets a few more passes.
         let mut killed = strays::reap(&self.proc_root, &found, job.uid);
-        let mut seen = found.len();
+        let mut all = found;
         for _ in 0..REAP_PASSES {
             match strays::find(&self.proc_root, job.uid, self.uid_min) {
                 Ok(more) if !more.is_empty() => {
-                    seen += more.len();
                     killed.extend(strays::reap(&self.proc_root, &more, job.uid));
+                    all.extend(more);
                 }
                 _ => break,
             }
@@ -348,8 +348,8 @@ impl Hooks {
         actions.push(format!(
             "killed {} of {} strays: {}",
             killed.len(),
-            seen,
-            list(&found)
+            all.len(),
+            list(&all)
         ));
     }
 }
