@@ -5,7 +5,7 @@
 //! exactly what a login would see.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use slurm_node::cgroup::{CgroupError, CgroupFs};
 use slurm_node::conf::{ConfError, NodeEntry, SlurmConf};
@@ -22,6 +22,9 @@ const PROC_ROOT: &str = "/proc";
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// How often a stepd that is still starting is asked again.
 const STARTING_POLL: Duration = Duration::from_millis(10);
+/// A stepd listens before it makes its job's cgroup directories: a socket
+/// this young is asked whatever the directories say.
+const CGROUP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -133,25 +136,36 @@ impl Scan {
     }
 }
 
-/// Ask every extern stepd on the node who owns it, keeping `uid`'s. All
+/// Ask the extern stepds on the node who owns them, keeping `uid`'s. All
 /// stepds are asked at once, so a hung one costs the others nothing; the
 /// other users' connections are closed batch by batch, so a node with
 /// thousands of steps never holds more than [`SCAN_BATCH`] of them open.
+///
+/// On cgroup v1, Slurm's `uid_<uid>` directory already names the user's
+/// jobs, so only those stepds (and any too young to have made their
+/// directories) are asked: the rest belong to other users, and asking
+/// them is most of a login's cost on a busy node. The stepds asked still
+/// say whose job it is; the directory only narrows whom to ask.
 pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Scan, NodeError> {
     let listing = spool::list_steps(&view.spool_dir, &view.node.name, &view.trusted_uids)?;
     let mut scan = Scan {
         skipped: listing.skipped,
         ..Scan::default()
     };
+    let listed = cgroup_listing(view, uid);
+    let now = SystemTime::now();
+    let (externs, elsewhere): (Vec<StepSocket>, Vec<StepSocket>) = listing
+        .steps
+        .into_iter()
+        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
+        .partition(|s| worth_asking(s, listed.as_deref(), now));
+    scan.others += elsewhere.len();
     // A hung stepd keeps the scan waiting until its deadline: stop at half
     // the budget, so a hung step of another user cannot starve the
     // adoption into this user's job.
     let now = Instant::now();
     let scan_deadline = now + deadline.saturating_duration_since(now) / 2;
-    let mut externs = listing
-        .steps
-        .into_iter()
-        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID);
+    let mut externs = externs.into_iter();
     loop {
         let batch: Vec<StepSocket> = externs.by_ref().take(SCAN_BATCH).collect();
         if batch.is_empty() {
@@ -173,6 +187,35 @@ pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Sc
         }
     }
     Ok(scan)
+}
+
+/// The user's jobs in Slurm's v1 cgroup directories, or `None` to ask
+/// every stepd (v2, an unknown layout, unreadable mounts).
+fn cgroup_listing(view: &NodeView, uid: u32) -> Option<Vec<u32>> {
+    CgroupFs::detect(&view.conf.cgroup.mountpoint, Path::new(MOUNTINFO))
+        .ok()?
+        .v1_jobs_of_uid(&view.node.name, uid)
+}
+
+/// Whether a stepd must be asked who owns it: always without a listing;
+/// with one, when the listing names its job or the socket is younger than
+/// [`CGROUP_GRACE`] (or from the future: a clock step must not hide a job).
+fn worth_asking(step: &StepSocket, listed: Option<&[u32]>, now: SystemTime) -> bool {
+    let Some(jobs) = listed else {
+        return true;
+    };
+    if jobs.contains(&step.job_id) {
+        return true;
+    }
+    let (secs, nanos) = step.ctime;
+    let created = u64::try_from(secs)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::new(s, u32::try_from(nanos).unwrap_or(0))));
+    match created.map(|c| now.duration_since(c)) {
+        Some(Ok(age)) => age < CGROUP_GRACE,
+        Some(Err(_)) => true,
+        None => false,
+    }
 }
 
 /// What the adoption did, for the PAM environment and the log.
@@ -276,4 +319,41 @@ fn join_namespaces(job_id: u32, fds: Vec<NamespaceFd>) -> Result<usize, AdoptErr
         joined += 1;
     }
     Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(job_id: u32, age: Duration, now: SystemTime) -> StepSocket {
+        let created = now - age;
+        let since = created.duration_since(UNIX_EPOCH).unwrap_or_default();
+        StepSocket {
+            path: PathBuf::from(format!("/spool/c1_{job_id}.4294967292")),
+            job_id,
+            step_id: slurm_node::stepd::EXTERN_STEP_ID,
+            het_component: None,
+            ctime: (since.as_secs() as i64, i64::from(since.subsec_nanos())),
+            owner_uid: 0,
+        }
+    }
+
+    #[test]
+    fn who_is_asked() {
+        let now = SystemTime::now();
+        let old = Duration::from_secs(3600);
+        let young = Duration::from_secs(2);
+        #[rustfmt::skip]
+        let rows: [(&str, StepSocket, Option<&[u32]>, bool); 6] = [
+            ("no listing: everyone",          step(5, old, now), None, true),
+            ("listed job",                    step(5, old, now), Some(&[5]), true),
+            ("not listed, old: another user", step(6, old, now), Some(&[5]), false),
+            ("not listed but young",          step(6, young, now), Some(&[5]), true),
+            ("empty listing, old",            step(6, old, now), Some(&[]), false),
+            ("from the future",               step(6, Duration::ZERO, now + Duration::from_secs(60)), Some(&[]), true),
+        ];
+        for (name, s, listed, want) in rows {
+            assert_eq!(worth_asking(&s, listed, now), want, "{name}");
+        }
+    }
 }

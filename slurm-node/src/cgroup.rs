@@ -150,6 +150,45 @@ impl CgroupFs {
         }
     }
 
+    /// On cgroup v1, the user's jobs on this node as Slurm's own
+    /// directories list them: `<controller>/slurm[_<node>]/uid_<uid>/job_<id>`.
+    /// Asking one directory replaces asking every stepd on the node whose
+    /// owner it is, which on a busy node is most of a login's cost.
+    ///
+    /// `None` when no controller holds Slurm's root (`slurm_<node>` or
+    /// `slurm`): cgroup v2, another layout, or no job ever ran; the caller
+    /// must then ask every stepd. `Some(empty)` when Slurm's root is there
+    /// but the user has no directory in it.
+    pub fn v1_jobs_of_uid(&self, node: &str, uid: u32) -> Option<Vec<u32>> {
+        if self.slurm_version() != SlurmCgroupVersion::V1 || !is_plain_component(node) {
+            return None;
+        }
+        for prefix in [format!("slurm_{node}"), "slurm".to_owned()] {
+            for ctrl in V1_CONTROLLERS {
+                let slurm_root = self.root.join(ctrl).join(&prefix);
+                if !slurm_root.is_dir() {
+                    continue;
+                }
+                let uid_dir = slurm_root.join(format!("uid_{uid}"));
+                let mut jobs: Vec<u32> = match fs::read_dir(&uid_dir) {
+                    Ok(entries) => entries
+                        .flatten()
+                        .filter_map(|e| {
+                            let name = e.file_name().into_string().ok()?;
+                            parse_u32(name.strip_prefix("job_")?)
+                        })
+                        .collect(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                    // Unreadable: no basis to skip anyone.
+                    Err(_) => return None,
+                };
+                jobs.sort_unstable();
+                return Some(jobs);
+            }
+        }
+        None
+    }
+
     fn v1_dirs(&self, node: &str, uid: u32, job_id: u32) -> Vec<PathBuf> {
         let job_rel = PathBuf::from(format!("uid_{uid}"))
             .join(format!("job_{job_id}"))
@@ -887,5 +926,31 @@ mod tests {
         for text in no {
             assert!(!CgroupFs::in_slurm_job(text), "{text}");
         }
+    }
+
+    #[test]
+    fn v1_jobs_of_uid_lists_slurms_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let v1 = CgroupFs::with_mode(root, CgroupMode::Legacy);
+        assert_eq!(v1.v1_jobs_of_uid("c1", 1001), None, "no Slurm root yet");
+        fs::create_dir_all(root.join("freezer/slurm_c1/uid_1002/job_7")).unwrap();
+        assert_eq!(v1.v1_jobs_of_uid("c1", 1001), Some(vec![]));
+        for job in ["job_12/step_extern", "job_3", "not_a_job", "job_x"] {
+            fs::create_dir_all(root.join("freezer/slurm_c1/uid_1001").join(job)).unwrap();
+        }
+        assert_eq!(v1.v1_jobs_of_uid("c1", 1001), Some(vec![3, 12]));
+        assert_eq!(v1.v1_jobs_of_uid("c1", 1002), Some(vec![7]));
+        // A non-MULTIPLE_SLURMD build's plain `slurm`, in another controller.
+        let other = tempfile::tempdir().unwrap();
+        fs::create_dir_all(other.path().join("memory/slurm/uid_5/job_9")).unwrap();
+        let plain = CgroupFs::with_mode(other.path(), CgroupMode::Hybrid);
+        assert_eq!(plain.v1_jobs_of_uid("c1", 5), Some(vec![9]));
+        // v2 has no uid level; nor can a node name climb out.
+        assert_eq!(
+            CgroupFs::with_mode(root, CgroupMode::Unified).v1_jobs_of_uid("c1", 1001),
+            None
+        );
+        assert_eq!(v1.v1_jobs_of_uid("../c1", 1001), None);
     }
 }

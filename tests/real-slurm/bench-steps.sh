@@ -27,9 +27,12 @@ work=$(mktemp -d /tmp/slurm-adopt-bench-steps.XXXXXX)
 shim_pid=
 trap '[[ -n $shim_pid ]] && kill "$shim_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
-mkdir -p "$work/spool" "$work/etc" "$work/ours" "$work/theirs"
+mkdir -p "$work/spool" "$work/etc" "$work/ours" "$work/theirs" "$work/ours-real"
 sed "s|^SlurmdSpoolDir=.*|SlurmdSpoolDir=$work/spool|" /etc/slurm/slurm.conf >"$work/etc/slurm.conf"
-cp /etc/slurm/cgroup.conf "$work/etc/"
+# No cgroup tree where this copy looks: the shim's fake jobs have no
+# cgroup directories, so pam_adopt must ask every stepd, as on cgroup v2.
+sed "s|^CgroupMountpoint=.*|CgroupMountpoint=$work/no-cgroup|" /etc/slurm/cgroup.conf >"$work/etc/cgroup.conf"
+grep -q '^CgroupMountpoint=' "$work/etc/cgroup.conf" || echo "CgroupMountpoint=$work/no-cgroup" >>"$work/etc/cgroup.conf"
 echo "account required $ours conf=$work/etc/slurm.conf nodename=$node" >"$work/ours/sshd"
 echo "account required $theirs action_adopt_failure=deny action_generic_failure=deny" >"$work/theirs/sshd"
 
@@ -53,3 +56,35 @@ for size in 1 10 100; do
     wait "$shim_pid" 2>/dev/null || true
     shim_pid=
 done
+
+# The same with real stepds: REAL_STEPS real jobs on this node (one of the
+# user's, the rest another user's), sharing its cores. On this host's
+# cgroup v1, pam_adopt reads the user's uid_<uid> directory and asks only
+# the stepds of the jobs listed there (and any socket under 10 s old), so
+# the others' stepds are not woken at all; Debian's module asks every one.
+real=${BENCH_STEPS_REAL:-100}
+real_n=${BENCH_STEPS_REAL_N:-200}
+echo "real jobs: $real extern steps (1 of $user), $real_n transactions each"
+scontrol update PartitionName=debug OverSubscribe=FORCE:$((real + 28)) >/dev/null
+restore_partition() { scontrol update PartitionName=debug OverSubscribe=NO >/dev/null 2>&1 || true; }
+trap '[[ -n $shim_pid ]] && kill "$shim_pid" 2>/dev/null; cancel_all_test_jobs >/dev/null 2>&1 || true; restore_partition; rm -rf "$work"' EXIT
+for ((i = 1; i < real; i++)); do
+    submit_job adopt-alice --mem=8M >/dev/null
+done
+mine=$(submit_job "$user" --mem=8M)
+extern_count() { compgen -G "$(adopt_spool_dir)/${node}_*.4294967292" | wc -l; }
+all_running() { [[ $(extern_count) -ge $real ]]; }
+wait_until 120 all_running || { echo "bench-steps: only $(extern_count) of $real jobs started" >&2; exit 1; }
+wait_job_running "$mine"
+# Past the 10 s in which a new socket is always asked.
+sleep 11
+echo "account required $ours" >"$work/ours-real/sshd"
+printf '%-6s %-16s %8s %8s\n' steps module p50_us p99_us
+for m in ours-real theirs; do
+    label=$([[ $m == ours-real ]] && echo pam_adopt || echo pam_slurm_adopt)
+    line=$("$probe" --confdir "$work/$m" --rhost 127.0.0.1 sshd "$user" bench "$real_n")
+    [[ $(field "$line" rc) == 0 ]] || { echo "bench-steps: $label did not adopt into a real job ($line)" >&2; exit 1; }
+    printf '%-6s %-16s %8s %8s\n' "$real" "$label" "$(field "$line" p50_us)" "$(field "$line" p99_us)"
+done
+cancel_all_test_jobs
+restore_partition
