@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::sshdconf::wildcard;
+use crate::sshdconf::expand_last_component;
 
 const MAX_DEPTH: usize = 16;
 
@@ -66,7 +66,7 @@ fn read_file(path: &Path, base: &Path, depth: usize, out: &mut Vec<Setting>) {
             .is_some_and(|w| w.eq_ignore_ascii_case("include"))
         {
             if let (Some(target), true) = (words.next(), depth < MAX_DEPTH) {
-                for file in expand(&base.join(target)) {
+                for file in glob(&base.join(target)) {
                     read_file(&file, base, depth + 1, out);
                 }
             }
@@ -86,31 +86,8 @@ fn read_file(path: &Path, base: &Path, depth: usize, out: &mut Vec<Setting>) {
     }
 }
 
-fn expand(pattern: &Path) -> Vec<PathBuf> {
-    let name = pattern
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains('*') {
-        return vec![pattern.to_owned()];
-    }
-    let dir = pattern.parent().unwrap_or(Path::new("/"));
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            !n.starts_with('.') && wildcard(&name, &n)
-        })
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
-}
-
 /// Paths matching `pattern` (a host path; `*` in the last component only,
-/// as Slurm allows for Prolog and Epilog), sorted.
+/// as Slurm allows for Include, Prolog and Epilog), sorted.
 pub fn glob(pattern: &Path) -> Vec<PathBuf> {
-    expand(pattern)
+    expand_last_component(pattern, &['*'])
 }

@@ -138,7 +138,8 @@ fn include(
         Path::new("/etc/ssh").join(pattern)
     };
     let host = root.host(&node_path);
-    for file in expand(&host) {
+    // sshd's Include takes `*` and `?`.
+    for file in expand_last_component(&host, &['*', '?']) {
         match fs::read(&file) {
             Ok(bytes) => {
                 // A Match inside an included file ends with that file.
@@ -161,15 +162,16 @@ fn include(
     }
 }
 
-/// Files matching a pattern with `*`/`?` in its last component, sorted; a
-/// pattern without wildcards is itself (sshd errors on it if missing, so
-/// the reader reports it).
-fn expand(pattern: &Path) -> Vec<PathBuf> {
+/// Files matching `pattern`, sorted, when its last component holds one of
+/// `specials` (matched with [`wildcard`]); otherwise the pattern itself,
+/// so a missing file is reported by whoever reads it. Dot files are never
+/// matched, as in the shells and daemons whose includes this follows.
+pub fn expand_last_component(pattern: &Path, specials: &[char]) -> Vec<PathBuf> {
     let name = pattern
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if !name.contains(['*', '?']) {
+    if !name.contains(specials) {
         return vec![pattern.to_owned()];
     }
     let dir = pattern.parent().unwrap_or(Path::new("/"));
