@@ -68,14 +68,7 @@ impl NodeView {
     pub fn load(opts: &Options) -> Result<NodeView, NodeError> {
         let conf = SlurmConf::load(&opts.conf)?;
         let node = match &opts.nodename {
-            Some(name) => conf.node(name).cloned().unwrap_or_else(|| NodeEntry {
-                // Dynamic nodes are not listed in slurm.conf; the name the
-                // admin gave is all the spool lookup needs.
-                name: name.clone(),
-                hostname: name.clone(),
-                addr: name.clone(),
-                port: None,
-            }),
+            Some(name) => conf.node_or_unlisted(name),
             None => {
                 let hostname =
                     nodename::local_hostname().map_err(|e| NodeError::Hostname(e.to_string()))?;
@@ -88,12 +81,7 @@ impl NodeView {
             }
         };
         let spool_dir = conf.spool_dir(&node);
-        let mut trusted_uids = vec![0];
-        if let Ok(Some(user)) = nix::unistd::User::from_name(&conf.slurm_user) {
-            if user.uid.as_raw() != 0 {
-                trusted_uids.push(user.uid.as_raw());
-            }
-        }
+        let trusted_uids = spool::trusted_owners(&conf.slurm_user);
         Ok(NodeView {
             conf,
             node,
@@ -153,12 +141,12 @@ pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Sc
         ..Scan::default()
     };
     let listed = cgroup_listing(view, uid);
-    let now = SystemTime::now();
+    let wall_clock = SystemTime::now();
     let (externs, elsewhere): (Vec<StepSocket>, Vec<StepSocket>) = listing
         .steps
         .into_iter()
         .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
-        .partition(|s| worth_asking(s, listed.as_deref(), now));
+        .partition(|s| worth_asking(s, listed.as_deref(), wall_clock));
     scan.others += elsewhere.len();
     // A hung stepd keeps the scan waiting until its deadline: stop at half
     // the budget, so a hung step of another user cannot starve the

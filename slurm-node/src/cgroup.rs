@@ -375,6 +375,18 @@ struct MountEntry {
 /// of optional fields, a lone `-`, then fstype, source and super options.
 /// Paths are octal-escaped by the kernel (`\040` for a space) and are not
 /// necessarily UTF-8, so the text is handled as bytes.
+/// Every mount point listed in a mountinfo file, unescaped, in file order.
+pub(crate) fn mount_points(mountinfo: &Path) -> Result<Vec<PathBuf>, CgroupError> {
+    let text = fs::read(mountinfo).map_err(|source| CgroupError::Read {
+        path: mountinfo.to_path_buf(),
+        source,
+    })?;
+    Ok(parse_mountinfo(&text, mountinfo)?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect())
+}
+
 fn parse_mountinfo(text: &[u8], path: &Path) -> Result<Vec<MountEntry>, CgroupError> {
     let mut mounts = Vec::new();
     for (index, line) in text.split(|&b| b == b'\n').enumerate() {

@@ -237,6 +237,18 @@ impl SlurmConf {
     }
 
     /// The port `node`'s slurmd listens on.
+    /// The entry named `name`, or one made up from the name alone for a
+    /// node slurm.conf does not list (dynamic nodes): the spool lookup
+    /// needs nothing else.
+    pub fn node_or_unlisted(&self, name: &str) -> NodeEntry {
+        self.node(name).cloned().unwrap_or_else(|| NodeEntry {
+            name: name.to_owned(),
+            hostname: name.to_owned(),
+            addr: name.to_owned(),
+            port: None,
+        })
+    }
+
     pub fn node_port(&self, node: &NodeEntry) -> u16 {
         node.port.unwrap_or(self.slurmd_port)
     }

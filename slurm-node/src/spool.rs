@@ -89,6 +89,18 @@ pub enum SpoolError {
     Writable { path: PathBuf, mode: u32 },
 }
 
+/// The owners a spool directory and its sockets may have: root, and
+/// SlurmUser when that is another account that exists here.
+pub fn trusted_owners(slurm_user: &str) -> Vec<u32> {
+    let mut uids = vec![0];
+    if let Ok(Some(user)) = nix::unistd::User::from_name(slurm_user) {
+        if user.uid.as_raw() != 0 {
+            uids.push(user.uid.as_raw());
+        }
+    }
+    uids
+}
+
 /// Every step socket of `node_name` in `spool_dir`.
 ///
 /// A missing directory yields an empty listing, as in pam_slurm_adopt:

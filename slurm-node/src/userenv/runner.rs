@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::User;
 
-use crate::conf::{NodeEntry, SlurmConf};
+use crate::conf::SlurmConf;
 use crate::syslog::{DEV_LOG, Severity, Syslog};
 use crate::userenv::config::{ConfigError, DEFAULT_PATH, HookConfig};
 use crate::userenv::hooks::{JobUser, NodeSpool};
@@ -103,22 +103,10 @@ pub fn node_spool(conf_path: &Path, env: &JobEnv) -> Result<NodeSpool, String> {
         Some(name) => name.clone(),
         None => crate::nodename::local_hostname().map_err(|e| e.to_string())?,
     };
-    let node = conf.node(&node_name).cloned().unwrap_or_else(|| NodeEntry {
-        name: node_name.clone(),
-        hostname: node_name.clone(),
-        addr: node_name.clone(),
-        port: None,
-    });
-    let mut trusted_uids = vec![0];
-    if let Ok(Some(user)) = User::from_name(&conf.slurm_user) {
-        if user.uid.as_raw() != 0 {
-            trusted_uids.push(user.uid.as_raw());
-        }
-    }
     Ok(NodeSpool {
-        spool_dir: conf.spool_dir(&node),
+        spool_dir: conf.spool_dir(&conf.node_or_unlisted(&node_name)),
+        trusted_uids: crate::spool::trusted_owners(&conf.slurm_user),
         node_name,
-        trusted_uids,
     })
 }
 

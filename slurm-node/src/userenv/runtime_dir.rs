@@ -283,43 +283,18 @@ fn remove_tree(dir: &mut Dir, dev: u64, path: &Path) -> Result<(), RuntimeDirErr
     Ok(())
 }
 
-/// Mount points at or below `dir` in a mountinfo file, deepest first.
+/// Mount points at or below `dir` in a mountinfo file, deepest first. An
+/// unreadable or malformed file gives none: the walk then refuses to cross
+/// any mount it meets instead.
 fn mounts_at_or_below(mountinfo: &Path, dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string(mountinfo) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(4))
-        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+    let mut found: Vec<PathBuf> = crate::cgroup::mount_points(mountinfo)
+        .unwrap_or_default()
+        .into_iter()
         .filter(|mount| mount.starts_with(dir))
         .collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     found.dedup();
     found
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
