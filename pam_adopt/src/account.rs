@@ -94,6 +94,8 @@ fn decide(
             Priority::Info,
             "Not adopting process since this is not an allowed pam service",
         );
+        rec.decision = "ignore";
+        rec.reason = "service_not_listed";
         return PAM_IGNORE;
     }
     let generic = |rec: &mut Record, reason: &'static str| -> i32 {
@@ -169,8 +171,23 @@ fn decide(
             &format!("skipping {}: {why}", path.display()),
         );
     }
+    // With none of the user's jobs found, a stepd that did not answer may
+    // be the user's own: that is a failure to look, not "no jobs", so
+    // action_no_jobs=ignore cannot let the login past a broken stepd.
+    let unreachable_priority = if scan.mine.is_empty() {
+        Priority::Err
+    } else {
+        Priority::Debug
+    };
     for (path, err) in &scan.unreachable {
-        log.debug(pam, &format!("stepd {} unreachable: {err}", path.display()));
+        log.line(
+            pam,
+            unreachable_priority,
+            &format!("stepd {} unreachable: {err}", path.display()),
+        );
+    }
+    if scan.mine.is_empty() && !scan.unreachable.is_empty() {
+        return generic(rec, "stepd_unreachable");
     }
 
     let policy = opts.policy();

@@ -75,6 +75,9 @@ pub fn ask(
     local_version: Option<u32>,
     deadline: Instant,
 ) -> Lookup {
+    // A mapped client (`::ffff:a.b.c.d`, from a dual-stack listener or
+    // `adoptctl check --from`) has an IPv4 slurmd, asked about IPv4 ends.
+    let connection = connection.canonical();
     let slurmd = SocketAddr::new(connection.remote.ip(), view.conf.slurmd_port);
     let request = CallerIdRequest {
         client: connection.remote,

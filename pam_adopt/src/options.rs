@@ -434,4 +434,33 @@ mod tests {
             );
         }
     }
+
+    /// The option names `parse` matches on, read from this file's source,
+    /// so a new option cannot ship without its man page and README rows.
+    fn parsed_keys() -> Vec<&'static str> {
+        include_str!("options.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("                \""))
+            .filter_map(|l| l.split_once("\" =>"))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    #[test]
+    fn every_option_is_in_the_man_page_and_the_readme() {
+        let man = include_str!("../../packaging/man/pam_adopt.8");
+        let readme = include_str!("../../README.md");
+        let keys = parsed_keys();
+        assert!(keys.len() >= 16, "the key list came out short: {keys:?}");
+        for key in keys {
+            let in_man = man.lines().any(|l| {
+                l.starts_with(&format!(".BR {key} =")) || l.starts_with(&format!(".BI {key}="))
+            });
+            assert!(in_man, "{key} has no entry in packaging/man/pam_adopt.8");
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "{key} has no row in README.md's option table"
+            );
+        }
+    }
 }

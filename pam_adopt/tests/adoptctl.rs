@@ -164,4 +164,37 @@ fn from_asks_the_source_slurmd_which_job_owns_the_connection() {
     );
     let seen = slurmd.requests();
     assert_eq!(seen.len(), 1, "one RPC: {seen:?}");
+
+    // The same ends as a dual-stack sshd sees them: the IPv4 slurmd is
+    // reached and asked about plain IPv4 addresses.
+    slurmd.clear_requests();
+    let out = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+        .args([
+            "check",
+            USER,
+            "--from",
+            "[::ffff:127.0.0.1]:40001",
+            "--to",
+            "[::ffff:127.0.0.1]:22",
+            "--",
+        ])
+        .arg(format!("conf={}", conf.display()))
+        .arg(format!("nodename={NODE}"))
+        .output()
+        .expect("run adoptctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("decision: adopt into job 42 (reason: callerid_match)"),
+        "{text}"
+    );
+    let seen = slurmd.requests();
+    let asked = seen
+        .first()
+        .and_then(|r| r.request.as_ref())
+        .map(|r| (r.client.to_string(), r.server.to_string()));
+    assert_eq!(
+        asked,
+        Some(("127.0.0.1:40001".to_owned(), "127.0.0.1:22".to_owned())),
+        "{seen:?}"
+    );
 }

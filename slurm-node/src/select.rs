@@ -191,14 +191,9 @@ pub fn select(jobs: &[Candidate], callerid: &CallerId, policy: &Policy) -> Selec
             Reason::CallerIdFailed
         }
     };
-    // The RPC gave nothing usable. With a single job there is no ambiguity
-    // (single_job_skip_rpc=0 only asks for the RPC to be tried first).
-    if let [only] = jobs {
-        return Selection::Adopt {
-            job_id: only.job_id,
-            reason: Reason::OnlyJob,
-        };
-    }
+    // The RPC gave nothing usable: action_unknown decides, even for a single
+    // job. pam_slurm_adopt does the same with single_job_skip_rpc=0, where
+    // a site asked that a login be traced to its job, not merely allowed.
     match policy.action_unknown {
         UnknownAction::Allow => Selection::Allow {
             reason: Reason::UnknownAllow,
@@ -281,13 +276,32 @@ mod tests {
                 },
             ),
             (
-                "one job, rpc asked and failed, still the only job",
+                "one job, rpc asked and failed, deny",
                 vec![c(7, 1)],
                 C::Failed,
                 policy(N::Deny, U::Deny, false),
+                S::Deny {
+                    reason: Reason::UnknownDeny,
+                    message: MSG_UNKNOWN_JOB,
+                },
+            ),
+            (
+                "one job, rpc asked and failed, newest is that job",
+                vec![c(7, 1)],
+                C::Failed,
+                policy(N::Deny, U::Newest, false),
                 S::Adopt {
                     job_id: 7,
-                    reason: Reason::OnlyJob,
+                    reason: Reason::NewestJob,
+                },
+            ),
+            (
+                "one job, rpc asked, no socket, allow",
+                vec![c(7, 1)],
+                C::NoSocket,
+                policy(N::Deny, U::Allow, false),
+                S::Allow {
+                    reason: Reason::UnknownAllow,
                 },
             ),
             (

@@ -203,7 +203,10 @@ mc_scenarios() {
     d=$(mc_decision "$ver" c2 "$mark")
     mc_record "task_of_J_on_c1->c2_(one_job)" "$m" "$(_mc_jk "$got" "$j" "")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
     _chk "$label: from a task of job $j on c1, ssh c2 lands in job $j" _mc_eq "$got" "job $j"
-    [[ $m == ours ]] && echo "       c2's line: ${d:-none}"
+    if [[ $m == ours ]]; then
+        echo "       c2's line: ${d:-none}"
+        mc_check "c2's syslog line says decision=adopt job=$j reason=only_job" _mc_eq "$(cut -d' ' -f1-3 <<<"$d")" "adopt $j only_job"
+    fi
 
     # A second, newer job on c2: "newest" would now pick it, so landing in
     # J proves that the callerid RPC to c1's slurmd chose the job.

@@ -88,11 +88,19 @@ printf 'account required pam_unix.so\naccount required %s\n' "$ours" >"$work/acc
 printf 'session optional %s\n' "$ours" >"$work/session"
 start_test_sshd $port "$work/account" "$work/session"
 # shellcheck disable=SC2016 # expanded by the remote shell
-ssh_out=$(ssh_as "$user" $port 'echo "XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"; echo "SLURM_JOB_ID=$SLURM_JOB_ID"; test -O "$XDG_RUNTIME_DIR" && echo owned' </dev/null 2>&1 || true)
+ssh_out=$(ssh_as "$user" $port 'echo "XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"; echo "SLURM_JOB_ID=$SLURM_JOB_ID"; test -O "$XDG_RUNTIME_DIR" && echo owned
+    echo "XDG_SESSION_TYPE=$XDG_SESSION_TYPE"; echo "XDG_SESSION_CLASS=$XDG_SESSION_CLASS"
+    echo "XDG_SESSION_ID=${XDG_SESSION_ID-unset}"; echo "sessionid=$(cat /proc/self/sessionid)"' </dev/null 2>&1 || true)
 echo "$ssh_out" | sed 's/^/  ssh: /'
 check "the adopted ssh login is in job $job1" grep -qx "SLURM_JOB_ID=$job1" <<<"$ssh_out"
 check "the adopted ssh login sees XDG_RUNTIME_DIR=$rundir" grep -qx "XDG_RUNTIME_DIR=$rundir" <<<"$ssh_out"
 check "and the directory is the user's" grep -qx owned <<<"$ssh_out"
+check "the adopted ssh login sees XDG_SESSION_TYPE=tty" grep -qx "XDG_SESSION_TYPE=tty" <<<"$ssh_out"
+check "the adopted ssh login sees XDG_SESSION_CLASS=user" grep -qx "XDG_SESSION_CLASS=user" <<<"$ssh_out"
+# The audit session id when the kernel set one (4294967295: none, omitted).
+sid=$(sed -n 's/^sessionid=//p' <<<"$ssh_out")
+want_sid=$([[ $sid == 4294967295 || -z $sid ]] && echo unset || echo "$sid")
+check "the adopted ssh login's XDG_SESSION_ID is its audit session ($want_sid)" grep -qx "XDG_SESSION_ID=$want_sid" <<<"$ssh_out"
 
 job2=$(submit_job "$user")
 wait_job_running "$job2"

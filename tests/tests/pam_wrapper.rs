@@ -14,6 +14,7 @@ use slurmd_shim::stepd::{FakeStep, Fault, StepdShim};
 
 const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 const PAM_PERMIT: &str = "/lib/x86_64-linux-gnu/security/pam_permit.so";
+const PAM_DENY: &str = "/lib/x86_64-linux-gnu/security/pam_deny.so";
 const NODE: &str = "n1";
 /// A user every Debian system has, so the module's getpwnam succeeds.
 const USER: &str = "nobody";
@@ -109,6 +110,21 @@ impl Node {
         std::fs::write(self.dir.path().join("pam.d").join(name), text).expect("service file");
     }
 
+    /// Write a service whose result tells the module's three answers
+    /// apart, where pam_permit after it would hide PAM_IGNORE behind
+    /// PAM_SUCCESS: PAM_IGNORE jumps to pam_permit (rc 0), PAM_SUCCESS
+    /// falls into pam_deny (PAM_AUTH_ERR), a denial ends the stack.
+    fn service_telling_ignore(&self, name: &str, args: &str) {
+        let text = format!(
+            "account [success=ok ignore=1 default=die] {} conf={} nodename={NODE} {args}\n\
+             account requisite {PAM_DENY}\n\
+             account required {PAM_PERMIT}\n",
+            module_path().display(),
+            self.conf().display()
+        );
+        std::fs::write(self.dir.path().join("pam.d").join(name), text).expect("service file");
+    }
+
     fn probe(&self, service: &str, user: &str) -> Probe {
         self.probe_env(service, user, &[])
     }
@@ -186,6 +202,9 @@ impl Probe {
 
 const PAM_SUCCESS: i32 = 0;
 const PAM_PERM_DENIED: i32 = 6;
+/// pam_deny's answer in the account phase: in a `service_telling_ignore`
+/// stack, the module returned PAM_SUCCESS.
+const PAM_AUTH_ERR: i32 = 7;
 
 #[test]
 fn user_without_a_job_is_denied_with_the_pam_slurm_adopt_message() {
@@ -237,20 +256,33 @@ fn x11_display_and_xauthority_are_exported() {
 #[test]
 fn root_is_ignored_before_any_config_is_read() {
     let node = Node::new();
-    // A config that cannot be read: root must still get in.
-    node.service("sshd", "conf=/nonexistent/slurm.conf");
+    // A config that cannot be read: root must still get in, by PAM_IGNORE
+    // (the rest of the stack decides), not by PAM_SUCCESS.
+    node.service_telling_ignore("sshd", "conf=/nonexistent/slurm.conf");
     let p = node.probe("sshd", "root");
-    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.rc(), PAM_SUCCESS, "PAM_IGNORE expected: {}", p.stdout);
     assert!(p.messages().is_empty());
+}
+
+#[test]
+fn the_ignore_probe_stack_tells_success_from_ignore() {
+    // The stack above is only proof if a module that says PAM_SUCCESS
+    // ends elsewhere: a user with a job is adopted, so it returns SUCCESS.
+    let node = Node::new();
+    let shim = node.shim(vec![FakeStep::extern_step(4, USER_UID)]);
+    node.service_telling_ignore("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_AUTH_ERR, "{}", p.stdout);
+    assert_eq!(shim.added_pids(4), [p.pid as i32], "the module adopted");
 }
 
 #[test]
 fn a_service_not_listed_is_ignored() {
     let node = Node::new();
     let shim = node.shim(vec![FakeStep::extern_step(3, USER_UID)]);
-    node.service("teleport", "service=sshd,rstudio");
+    node.service_telling_ignore("teleport", "service=sshd,rstudio");
     let p = node.probe("teleport", USER);
-    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.rc(), PAM_SUCCESS, "PAM_IGNORE expected: {}", p.stdout);
     assert!(
         shim.added_pids(3).is_empty(),
         "ignored login must not be adopted"
@@ -390,6 +422,38 @@ fn a_hung_or_broken_stepd_ends_in_the_configured_action_within_the_deadline() {
             p.elapsed < Duration::from_millis(400 + 1500),
             "{fault:?} took {:?}",
             p.elapsed
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_stepd_is_a_generic_failure_not_no_jobs() {
+    // The only stepd on the node does not answer STEP_UID: it may be the
+    // user's own job, so action_no_jobs=ignore must not let the login by.
+    for fault in [Fault::CloseWithoutReply, Fault::HangBeforeHandshakeReply] {
+        let node = Node::new();
+        let mut step = FakeStep::extern_step(14, USER_UID);
+        step.fault = fault.clone();
+        let _shim = node.shim(vec![step]);
+        node.service_telling_ignore("sshd", "action_no_jobs=ignore timeout_ms=400");
+        let p = node.probe("sshd", USER);
+        assert_eq!(p.rc(), PAM_PERM_DENIED, "{fault:?}: {}", p.stdout);
+        assert!(
+            !p.messages().iter().any(|m| m.contains("no active jobs")),
+            "{fault:?}: not a no-jobs denial: {:?}",
+            p.messages()
+        );
+
+        node.service_telling_ignore(
+            "sshd",
+            "action_no_jobs=deny action_generic_failure=ignore timeout_ms=400",
+        );
+        let p = node.probe("sshd", USER);
+        assert_eq!(
+            p.rc(),
+            PAM_SUCCESS,
+            "{fault:?}: PAM_IGNORE expected: {}",
+            p.stdout
         );
     }
 }

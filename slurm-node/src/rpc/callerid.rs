@@ -1049,6 +1049,54 @@ mod tests {
         );
     }
 
+    /// A listener whose accept queue is full: the kernel drops further
+    /// SYNs, so a connect to it hangs as it would to a filtered host.
+    fn filtered_peer() -> (TcpListener, Vec<TcpStream>, SocketAddr) {
+        use nix::sys::socket::{Backlog, listen};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // listen() again on a listening socket only shrinks its queue.
+        listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..8 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => queued.push(s),
+                Err(_) => return (listener, queued, addr),
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+
+    #[test]
+    fn a_filtered_host_costs_only_the_deadline() {
+        let munged = TestMunged::start().expect("munged");
+        let (_listener, _queued, addr) = filtered_peer();
+        let budget = Duration::from_millis(500);
+        let started = Instant::now();
+        let e = query_callerid(
+            addr,
+            &reference_request(),
+            &[0x2A00, 0x2900],
+            &root(),
+            &munged.context(),
+            started + budget,
+        )
+        .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                e,
+                RpcError::Timeout {
+                    stage: Stage::Connecting,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(took >= budget, "gave up early, after {took:?}");
+        assert!(took < budget + Duration::from_millis(300), "took {took:?}");
+    }
+
     #[test]
     fn refused_connection_is_a_connect_error() {
         let Some(munged) = TestMunged::start() else {

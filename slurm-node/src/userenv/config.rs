@@ -192,6 +192,21 @@ impl HookConfig {
                 )));
             }
         }
+        // A grace shorter than a Prolog-to-stepd start would let an Epilog
+        // take a starting job's runtime dir away; a lock wait of 0 would
+        // fail (and drain) on any contention.
+        if self.start_grace_secs < MIN_START_GRACE_SECS {
+            return Err(bad(format!(
+                "start_grace_secs = {} must be at least {MIN_START_GRACE_SECS}",
+                self.start_grace_secs
+            )));
+        }
+        if self.lock_wait_secs == 0 || self.lock_wait_secs > 3600 {
+            return Err(bad(format!(
+                "lock_wait_secs = {} must be between 1 and 3600",
+                self.lock_wait_secs
+            )));
+        }
         if self.stepd_timeout_ms == 0 || self.stepd_timeout_ms > 60_000 {
             return Err(bad(format!(
                 "stepd_timeout_ms = {} must be between 1 and 60000",
@@ -201,6 +216,10 @@ impl HookConfig {
         Ok(())
     }
 }
+
+/// The shortest `start_grace_secs`: a job's extern stepd comes up within
+/// seconds of its Prolog, and a slow node may take tens of them.
+const MIN_START_GRACE_SECS: u64 = 30;
 
 /// toml's messages span several lines (a caret under the key); the hooks
 /// log one line per event.
@@ -291,6 +310,9 @@ mod tests {
             "[runtime_dir]\ntmpfs_size = \"0\"",
             "stepd_timeout_ms = 0",
             "stepd_timeout_ms = -1",
+            "start_grace_secs = 0",
+            "start_grace_secs = 29",
+            "lock_wait_secs = 0",
         ] {
             assert!(parse(text).is_err(), "{text}");
         }

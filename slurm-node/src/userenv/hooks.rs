@@ -261,48 +261,65 @@ impl Hooks {
         if let Some(reap) = self.reap {
             self.reap_strays(job, reap, actions, warnings);
         }
-        match self.mode {
-            Mode::RuntimeDir if lock.owns(Owned::RuntimeDir) => {
-                match self.runtime_dirs.remove(job.uid) {
-                    Ok(Removed::Removed) => {
-                        actions.push(format!(
-                            "removed {}",
-                            self.runtime_dirs.path(job.uid).display()
-                        ));
-                    }
-                    Ok(Removed::Absent) => {}
-                    Err(e) => {
-                        warnings.push(e.to_string());
-                        return;
-                    }
-                }
-                if let Err(e) = lock.clear_owned(Owned::RuntimeDir) {
-                    warnings.push(e.to_string());
-                }
+        // Whatever the hooks made is taken down, whichever mode is
+        // configured now: a site that switches from linger to runtime-dir
+        // while jobs run must not keep a user manager running for good.
+        if lock.owns(Owned::RuntimeDir) {
+            self.remove_runtime_dir(job, lock, actions, warnings);
+        }
+        if lock.owns(Owned::Linger) {
+            self.disable_linger(job, lock, actions, warnings);
+        }
+    }
+
+    fn remove_runtime_dir(
+        &self,
+        job: &JobUser,
+        lock: &UserLock,
+        actions: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) {
+        match self.runtime_dirs.remove(job.uid) {
+            Ok(Removed::Removed) => {
+                actions.push(format!(
+                    "removed {}",
+                    self.runtime_dirs.path(job.uid).display()
+                ));
             }
-            Mode::Linger if lock.owns(Owned::Linger) => {
-                match self.linger.disable(&job.user) {
-                    Ok(Switched::Unchanged) => {}
-                    Ok(Switched::Loginctl) => {
-                        actions.push("disabled linger through loginctl".into())
-                    }
-                    Ok(Switched::MarkerFile) => {
-                        actions.push(format!(
-                            "disabled linger: removed {}",
-                            self.linger.marker(&job.user).display()
-                        ));
-                    }
-                    Err(e) => {
-                        warnings.push(e.to_string());
-                        return;
-                    }
-                }
-                if let Err(e) = lock.clear_owned(Owned::Linger) {
-                    warnings.push(e.to_string());
-                }
+            Ok(Removed::Absent) => {}
+            Err(e) => {
+                warnings.push(e.to_string());
+                return;
             }
-            // Not made by the hooks: left as found.
-            Mode::RuntimeDir | Mode::Linger => {}
+        }
+        if let Err(e) = lock.clear_owned(Owned::RuntimeDir) {
+            warnings.push(e.to_string());
+        }
+    }
+
+    fn disable_linger(
+        &self,
+        job: &JobUser,
+        lock: &UserLock,
+        actions: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) {
+        match self.linger.disable(&job.user) {
+            Ok(Switched::Unchanged) => {}
+            Ok(Switched::Loginctl) => actions.push("disabled linger through loginctl".into()),
+            Ok(Switched::MarkerFile) => {
+                actions.push(format!(
+                    "disabled linger: removed {}",
+                    self.linger.marker(&job.user).display()
+                ));
+            }
+            Err(e) => {
+                warnings.push(e.to_string());
+                return;
+            }
+        }
+        if let Err(e) = lock.clear_owned(Owned::Linger) {
+            warnings.push(e.to_string());
         }
     }
 
@@ -486,6 +503,26 @@ mod tests {
         let last = h.epilog(&me(1), Some(&spool), false);
         assert_eq!(last.verdict, Verdict::Last);
         assert!(!h.linger.is_enabled("alice"));
+    }
+
+    #[test]
+    fn a_mode_switch_while_jobs_run_still_takes_down_what_was_made() {
+        // Job 1 starts under linger, job 2 under runtime-dir: the last
+        // Epilog, whatever the mode is then, undoes both.
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = empty_spool(tmp.path());
+        let linger = hooks(tmp.path(), Mode::Linger);
+        let runtime_dir = hooks(tmp.path(), Mode::RuntimeDir);
+        linger.prolog(&me(1)).unwrap();
+        runtime_dir.prolog(&me(2)).unwrap();
+        let dir = runtime_dir.runtime_dirs.path(me(2).uid);
+        assert!(linger.linger.is_enabled("alice") && dir.is_dir());
+        runtime_dir.epilog(&me(1), Some(&spool), false);
+        assert!(linger.linger.is_enabled("alice") && dir.is_dir());
+        let last = runtime_dir.epilog(&me(2), Some(&spool), false);
+        assert_eq!(last.verdict, Verdict::Last);
+        assert!(!linger.linger.is_enabled("alice"), "{:?}", last.actions);
+        assert!(!dir.exists(), "{:?}", last.actions);
     }
 
     #[test]
