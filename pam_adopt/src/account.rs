@@ -171,22 +171,33 @@ fn decide(
             &format!("skipping {}: {why}", path.display()),
         );
     }
-    // With none of the user's jobs found, a stepd that did not answer may
-    // be the user's own: that is a failure to look, not "no jobs", so
-    // action_no_jobs=ignore cannot let the login past a broken stepd.
-    let unreachable_priority = if scan.mine.is_empty() {
+    // With none of the user's jobs found, a live stepd that did not answer
+    // may be the user's own: that is a failure to look, not "no jobs", so
+    // action_no_jobs=ignore cannot let the login past a hung stepd. A
+    // socket nobody listens on (its stepd exited) hides no job.
+    let (stale, unanswered): (Vec<_>, Vec<_>) = scan
+        .unreachable
+        .iter()
+        .partition(|(_, e)| e.is_stale_socket());
+    for (path, err) in &stale {
+        log.debug(
+            pam,
+            &format!("stale stepd socket {}: {err}", path.display()),
+        );
+    }
+    let unanswered_priority = if scan.mine.is_empty() {
         Priority::Err
     } else {
         Priority::Debug
     };
-    for (path, err) in &scan.unreachable {
+    for (path, err) in &unanswered {
         log.line(
             pam,
-            unreachable_priority,
+            unanswered_priority,
             &format!("stepd {} unreachable: {err}", path.display()),
         );
     }
-    if scan.mine.is_empty() && !scan.unreachable.is_empty() {
+    if scan.mine.is_empty() && !unanswered.is_empty() {
         return generic(rec, "stepd_unreachable");
     }
 

@@ -102,7 +102,7 @@ fn prolog_linger_mode_writes_the_marker() {
 }
 
 #[test]
-fn missing_or_bad_variables_are_named_and_fail() {
+fn missing_or_bad_variables_are_named_and_do_not_drain() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "runtime-dir");
     for (drop_var, bad) in [("SLURM_JOB_UID", None), ("SLURM_JOB_ID", Some("x1"))] {
@@ -114,20 +114,21 @@ fn missing_or_bad_variables_are_named_and_fail() {
             env.push((drop_var, v.to_owned()));
         }
         let out = run(PROLOG, &cfg, &env);
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.status.code(), Some(0));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(drop_var), "{stderr}");
+        assert!(stderr.contains("result=skipped"), "{stderr}");
     }
 }
 
 #[test]
-fn unknown_config_key_fails_naming_it() {
+fn unknown_config_key_is_named_and_does_not_drain() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("adopt.toml");
     fs::write(&cfg, "mode = \"runtime-dir\"\nrutime_dir = 1\n").unwrap();
     let out = run(PROLOG, &cfg, &job_env(3));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("rutime_dir") && stderr.contains(&*cfg.to_string_lossy()),

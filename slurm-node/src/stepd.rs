@@ -107,6 +107,17 @@ impl StepdError {
             | StepdError::Io { path, .. } => path,
         }
     }
+
+    /// Nothing listens on the socket, or it is gone: the stepd exited (a
+    /// crashed stepd leaves its socket behind until slurmd restarts). No
+    /// job lives behind it, unlike a stepd that hangs or garbles.
+    pub fn is_stale_socket(&self) -> bool {
+        matches!(
+            self,
+            StepdError::Connect { source, .. }
+                if matches!(source.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound)
+        )
+    }
 }
 
 /// A step's state as the stepd reports it, read with the stepd's numbering.

@@ -84,18 +84,39 @@ mc_wait_job() { # VER JOB NODE...
     return 1
 }
 
+# NODE's extern-step sockets, each with "live" or "stale": stale when no
+# slurmstepd of that job runs. Slurm 24.11's extern stepd sometimes dies
+# at teardown (a segfault at address 0, or "Unable to unlink domain
+# socket ... Permission denied"), with either module in sshd, and its
+# socket stays until slurmd restarts. A stale socket hides no job, and the
+# module must say so: the scenarios go on with it in place.
+_mc_extern_sockets() { # VER NODE
+    # shellcheck disable=SC2016 # expanded inside the container
+    mc_exec "$1" "$2" bash -c 'for s in /var/spool/slurmd/'"$2"'_*.4294967292; do
+        [[ -S $s ]] || continue
+        j=${s##*_}; j=${j%%.*}
+        if pgrep -f "slurmstepd: \[$j\.extern\]" >/dev/null; then echo "$s live"; else echo "$s stale"; fi
+    done'
+}
 _mc_no_jobs() {
     local ver=$1 n
     [[ -z $(mc_exec "$ver" ctl squeue -h -o %i 2>/dev/null) ]] || return 1
     for n in c1 c2; do
-        mc_exec "$ver" "$n" bash -c "! compgen -G '/var/spool/slurmd/${n}_*.4294967292' >/dev/null" || return 1
+        ! _mc_extern_sockets "$ver" "$n" | grep -q ' live$' || return 1
+    done
+}
+mc_note_stale_sockets() { # VER
+    local n stale
+    for n in c1 c2; do
+        stale=$(_mc_extern_sockets "$1" "$n" | sed -n 's/ stale$//p' | tr '\n' ' ')
+        [[ -z $stale ]] || echo "       note: $n: ${stale}is left by a slurmstepd that exited without removing it (a Slurm bug); no job lives behind it"
     done
 }
 mc_cancel_all() {
     local ver=$1
     mc_exec "$ver" ctl scancel -u "$MC_USER" 2>/dev/null || true
     mc_exec "$ver" ctl scancel -u adopt-bob 2>/dev/null || true
-    _mc_wait 60 _mc_no_jobs "$ver" && return 0
+    _mc_wait 60 _mc_no_jobs "$ver" && { mc_note_stale_sockets "$ver"; return 0; }
     echo "jobs or extern steps still present 60 s after scancel:" >&2
     mc_exec "$ver" ctl squeue >&2 || true
     local n

@@ -120,8 +120,10 @@ install -d "$work/run-user"
 uid=$(id -u "$user")
 hook_env=(env SLURM_JOB_ID=4000000 SLURM_JOB_UID="$uid" SLURM_JOB_USER="$user")
 check "the example adopt.toml, uncommented, sets some keys" grep -q '^mode = ' "$work/adopt.toml"
+# (A config error is logged with result=skipped and exits 0, so the line
+# must say result=ok.)
 check "installed adopt-prolog accepts the uncommented example" \
-    "${hook_env[@]}" /usr/libexec/slurm-adopt/adopt-prolog --config "$work/adopt.toml" --no-syslog
+    bash -c '"$@" 2>&1 | grep -q " result=ok "' _ "${hook_env[@]}" /usr/libexec/slurm-adopt/adopt-prolog --config "$work/adopt.toml" --no-syslog
 check "installed adopt-prolog made the runtime dir" test -d "$work/run-user/$uid"
 check "installed adopt-epilog accepts it and removes the dir" \
     "${hook_env[@]}" /usr/libexec/slurm-adopt/adopt-epilog --config "$work/adopt.toml" --no-syslog

@@ -459,6 +459,23 @@ fn an_unreachable_stepd_is_a_generic_failure_not_no_jobs() {
 }
 
 #[test]
+fn a_stale_socket_of_a_crashed_stepd_hides_no_job() {
+    // A stepd that crashed leaves its socket; nothing listens on it. The
+    // user has no job: that is "no active jobs", with its message.
+    let node = Node::new();
+    let stale = node.spool().join(format!("{NODE}_77.4294967292"));
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    assert!(stale.exists());
+    node.service("sshd", "");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    assert_eq!(
+        p.messages(),
+        ["error:Access denied by pam_adopt: you have no active jobs on this node"]
+    );
+}
+
+#[test]
 fn join_container_setns_into_the_namespace_the_stepd_sends() {
     let node = Node::new();
     let mut step = FakeStep::extern_step(12, USER_UID);

@@ -39,9 +39,12 @@ Files:
   /run/slurm-adopt/users/UID/    per-user lock and job records
 
 Exit status:
-  0  the user's state is in place
-  1  it could not be set up, or slurmd's environment is missing a variable:
-     slurmd then drains the node, as for any failed Prolog
+  0  the user's state is in place, or nothing was done because the input
+     was bad (a missing or malformed Slurm variable, an unknown user, a
+     config error): the logged line names the variable, user or file
+  1  the state could not be set up (the runtime dir is a symlink or someone
+     else's, the state dir is broken, the user's lock stayed held): slurmd
+     then drains the node, as for any failed Prolog
 
 Every run logs one line to stderr and to syslog (daemon facility, tag
 adopt-prolog): grep adopt-prolog in /var/log/syslog or journalctl -t adopt-prolog.
@@ -65,9 +68,14 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let HookInput { config, job, .. } = match runner::hook_input(cli.config.as_deref()) {
         Ok(input) => input,
+        // Bad input is not a failure to set the user's state up: a config
+        // typo pushed to every node must not drain them all. The job runs
+        // without the state, and the line says why.
         Err(e) => {
-            log.error(&e);
-            return ExitCode::FAILURE;
+            log.error(&format!(
+                "{e}; result=skipped: the job runs without its session state"
+            ));
+            return ExitCode::SUCCESS;
         }
     };
     let hooks = config.hooks(std::path::Path::new("/proc"));

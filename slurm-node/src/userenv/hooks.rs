@@ -131,7 +131,10 @@ impl Hooks {
             Mode::Linger => match self.linger.enable(&job.user)? {
                 Switched::Loginctl => {
                     lock.set_owned(Owned::Linger)?;
-                    "enabled linger through loginctl".to_owned()
+                    format!(
+                        "enabled linger through loginctl; {}",
+                        self.await_logind_runtime_dir(job.uid)
+                    )
                 }
                 Switched::MarkerFile => {
                     lock.set_owned(Owned::Linger)?;
@@ -148,6 +151,31 @@ impl Hooks {
         };
         drop(lock);
         Ok(done)
+    }
+
+    /// `loginctl enable-linger` returns before logind has made the user's
+    /// runtime dir; the job's TaskProlog, moments later, exports it only
+    /// if it exists. Wait for it a bounded time, and say how it went.
+    fn await_logind_runtime_dir(&self, uid: u32) -> String {
+        let path = self.runtime_dirs.path(uid);
+        let started = Instant::now();
+        loop {
+            if path.is_dir() {
+                return format!(
+                    "{} ready after {} ms",
+                    path.display(),
+                    started.elapsed().as_millis()
+                );
+            }
+            if started.elapsed() >= LOGIND_RUNTIME_DIR_WAIT {
+                return format!(
+                    "{} not made by logind within {} s: tasks starting now get no XDG_RUNTIME_DIR",
+                    path.display(),
+                    LOGIND_RUNTIME_DIR_WAIT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Decide whether `job` was the user's last on the node and, if so,
@@ -371,6 +399,10 @@ impl Hooks {
     }
 }
 
+/// How long the Prolog waits for logind to make the runtime dir after
+/// enabling linger (logind usually takes tens of milliseconds).
+const LOGIND_RUNTIME_DIR_WAIT: Duration = Duration::from_secs(5);
+
 /// Extra scans after the first kill, for strays that forked meanwhile.
 const REAP_PASSES: usize = 3;
 
@@ -523,6 +555,37 @@ mod tests {
         assert_eq!(last.verdict, Verdict::Last);
         assert!(!linger.linger.is_enabled("alice"), "{:?}", last.actions);
         assert!(!dir.exists(), "{:?}", last.actions);
+    }
+
+    #[test]
+    fn linger_through_logind_waits_for_its_runtime_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut h = hooks(tmp.path(), Mode::Linger);
+        let dir = h.runtime_dirs.path(me(1).uid);
+        // A logind that makes the runtime dir a moment after loginctl
+        // returns, as the real one does.
+        let fake = tmp.path().join("loginctl");
+        fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh
+(sleep 0.3; mkdir -p {}) >/dev/null 2>&1 &
+exit 0
+",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        h.linger.via = Via::Loginctl;
+        h.linger.loginctl = fake;
+        let done = h.prolog(&me(1)).unwrap();
+        assert!(dir.is_dir(), "{done}");
+        assert!(
+            done.starts_with("enabled linger through loginctl; ") && done.contains(" ready after "),
+            "{done}"
+        );
     }
 
     #[test]
