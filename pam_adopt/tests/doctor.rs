@@ -907,3 +907,49 @@ fn json_output() {
     let text = n.doctor(&[]);
     assert_eq!(t.matches("\"check\":").count(), text.lines().len());
 }
+
+#[test]
+fn use_pam_unset_is_openssh_default_no() {
+    let n = Node::new();
+    n.edit("etc/ssh/sshd_config", "UsePAM yes\n", "");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "use-pam", "/etc/ssh/sshd_config");
+    assert!(msg.contains("default is no"), "{msg}");
+    r.only_problem("use-pam");
+}
+
+#[test]
+fn no_jobs_ignore_and_unknown_allow_are_warnings() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "action_unknown=newest",
+        "action_no_jobs=ignore action_unknown=allow",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "warnings only: {}", r.text);
+    let lines = r.lines();
+    let warned: Vec<_> = lines
+        .iter()
+        .filter(|l| l.check == "fail-open" && l.status == "warn" && l.place == "/etc/pam.d/sshd:10")
+        .map(|l| l.message.clone())
+        .collect();
+    assert_eq!(warned.len(), 2, "{}", r.text);
+    assert!(warned[0].starts_with("action_no_jobs=ignore"), "{warned:?}");
+    assert!(warned[1].starts_with("action_unknown=allow"), "{warned:?}");
+    r.only_problem("fail-open");
+}
+
+#[test]
+fn the_module_listed_twice_is_a_warning_on_the_second_line() {
+    let n = Node::new();
+    n.edit(
+        "etc/pam.d/sshd",
+        "action_unknown=newest\n",
+        "action_unknown=newest\naccount required pam_adopt.so\n",
+    );
+    let r = n.doctor(&[]);
+    let msg = r.expect("warn", "account-module", "/etc/pam.d/sshd:11");
+    assert!(msg.contains("first at /etc/pam.d/sshd:10"), "{msg}");
+}
