@@ -135,31 +135,28 @@ fn from_asks_the_source_slurmd_which_job_owns_the_connection() {
     )
     .expect("stepd shim");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
-        .args([
-            "check",
-            USER,
-            "--from",
-            "127.0.0.1:40000",
-            "--to",
-            "127.0.0.1:22",
-            "--",
-        ])
-        .arg(format!("conf={}", conf.display()))
-        .arg(format!("nodename={NODE}"))
-        .output()
-        .expect("run adoptctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let check_from = |from: &str, to: &str| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+            .args(["check", USER, "--from", from, "--to", to, "--"])
+            .arg(format!("conf={}", conf.display()))
+            .arg(format!("nodename={NODE}"))
+            .output()
+            .expect("run adoptctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.contains("decision: adopt into job 42 (reason: callerid_match)"),
+            "{text}"
+        );
+        text
+    };
+
+    let text = check_from("127.0.0.1:40000", "127.0.0.1:22");
     assert!(
         text.contains(&format!(
             "callerid: slurmd {}: 127.0.0.1:40000 -> 127.0.0.1:22 belongs to job 42",
             slurmd.local_addr()
         )),
-        "{text}"
-    );
-    assert!(
-        text.contains("decision: adopt into job 42 (reason: callerid_match)"),
         "{text}"
     );
     let seen = slurmd.requests();
@@ -168,25 +165,7 @@ fn from_asks_the_source_slurmd_which_job_owns_the_connection() {
     // The same ends as a dual-stack sshd sees them: the IPv4 slurmd is
     // reached and asked about plain IPv4 addresses.
     slurmd.clear_requests();
-    let out = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
-        .args([
-            "check",
-            USER,
-            "--from",
-            "[::ffff:127.0.0.1]:40001",
-            "--to",
-            "[::ffff:127.0.0.1]:22",
-            "--",
-        ])
-        .arg(format!("conf={}", conf.display()))
-        .arg(format!("nodename={NODE}"))
-        .output()
-        .expect("run adoptctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("decision: adopt into job 42 (reason: callerid_match)"),
-        "{text}"
-    );
+    check_from("[::ffff:127.0.0.1]:40001", "[::ffff:127.0.0.1]:22");
     let seen = slurmd.requests();
     let asked = seen
         .first()
