@@ -56,6 +56,19 @@ ssh_from_job() {
 
 landed_job() { sed -n 's|^job_\([0-9]*\)/step_extern$|\1|p' | head -n1; }
 
+# try_login: one ssh as the user from outside any job. Sets the caller's
+# `out` (allowed, denied, or denied+msg with "unable to determine source
+# job") and `ms` (the whole ssh, in milliseconds).
+try_login() {
+    local err=$work/login.err t0
+    t0=$(date +%s%N)
+    out=denied
+    ssh_as "$user" "$port" true 2>"$err" && out=allowed
+    [[ $out == denied ]] && grep -q "unable to determine source job" "$err" && out=denied+msg
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    return 0
+}
+
 scenarios() {
     local m=$1 label
     label=$([[ $m == ours ]] && echo pam_adopt || echo pam_slurm_adopt)
@@ -82,24 +95,18 @@ scenarios() {
     stop_test_sshd "$port"
 
     start_test_sshd "$port" "$(stack "$m" action_unknown=deny)"
-    local err=$work/$m-deny.err out=denied
-    ssh_as "$user" "$port" true 2>"$err" && out=allowed
-    [[ $out == denied ]] && grep -q "unable to determine source job" "$err" && out=denied+msg
+    local out ms mark usec
+    try_login
     record "action_unknown=deny: denied" "$m" "$out"
     expect "$m" "$label: action_unknown=deny refuses a login from outside any job" test "$out" = denied+msg
 
     # slurmd hung (SIGSTOP: the kernel still accepts the connection, no
     # reply ever comes): the worst case for the RPC. The login must follow
     # action_unknown within the login budget (timeout_ms=2000).
-    local mark t0 ms usec
     mark=$(wc -l </var/log/auth.log)
     kill -STOP "$(cat /run/slurmd.pid)"
-    t0=$(date +%s%N)
-    out=denied
-    ssh_as "$user" "$port" true 2>"$err" && out=allowed
-    ms=$((($(date +%s%N) - t0) / 1000000))
+    try_login
     kill -CONT "$(cat /run/slurmd.pid)"
-    [[ $out == denied ]] && grep -q "unable to determine source job" "$err" && out=denied+msg
     record "slurmd hung: action_unknown" "$m" "$out in ${ms} ms"
     if [[ $m == ours ]]; then
         wait_until 5 bash -c "tail -n +$((mark + 1)) /var/log/auth.log | grep -q 'pam_adopt(sshd:account): user=$user .* reason=unknown_deny usec='" || true
@@ -113,11 +120,7 @@ scenarios() {
     # action_unknown, and quickly.
     kill "$(cat /run/slurmd.pid)"
     wait_until 10 bash -c '! pgrep --ns $$ -x slurmd >/dev/null'
-    t0=$(date +%s%N)
-    out=denied
-    ssh_as "$user" "$port" true 2>"$err" && out=allowed
-    [[ $out == denied ]] && grep -q "unable to determine source job" "$err" && out=denied+msg
-    ms=$((($(date +%s%N) - t0) / 1000000))
+    try_login
     record "slurmd stopped: action_unknown" "$m" "$out in ${ms} ms"
     # The whole ssh (key exchange included) within the 2 s login budget.
     expect "$m" "$label: slurmd stopped, action_unknown=deny decides within 2 s ($ms ms)" test "$out" = denied+msg -a "$ms" -le 2000

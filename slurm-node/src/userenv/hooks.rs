@@ -293,61 +293,25 @@ impl Hooks {
         // configured now: a site that switches from linger to runtime-dir
         // while jobs run must not keep a user manager running for good.
         if lock.owns(Owned::RuntimeDir) {
-            self.remove_runtime_dir(job, lock, actions, warnings);
-        }
-        if lock.owns(Owned::Linger) {
-            self.disable_linger(job, lock, actions, warnings);
-        }
-    }
-
-    fn remove_runtime_dir(
-        &self,
-        job: &JobUser,
-        lock: &UserLock,
-        actions: &mut Vec<String>,
-        warnings: &mut Vec<String>,
-    ) {
-        match self.runtime_dirs.remove(job.uid) {
-            Ok(Removed::Removed) => {
-                actions.push(format!(
+            let removed = self.runtime_dirs.remove(job.uid).map(|r| match r {
+                Removed::Removed => Some(format!(
                     "removed {}",
                     self.runtime_dirs.path(job.uid).display()
-                ));
-            }
-            Ok(Removed::Absent) => {}
-            Err(e) => {
-                warnings.push(e.to_string());
-                return;
-            }
+                )),
+                Removed::Absent => None,
+            });
+            settle(lock, Owned::RuntimeDir, removed, actions, warnings);
         }
-        if let Err(e) = lock.clear_owned(Owned::RuntimeDir) {
-            warnings.push(e.to_string());
-        }
-    }
-
-    fn disable_linger(
-        &self,
-        job: &JobUser,
-        lock: &UserLock,
-        actions: &mut Vec<String>,
-        warnings: &mut Vec<String>,
-    ) {
-        match self.linger.disable(&job.user) {
-            Ok(Switched::Unchanged) => {}
-            Ok(Switched::Loginctl) => actions.push("disabled linger through loginctl".into()),
-            Ok(Switched::MarkerFile) => {
-                actions.push(format!(
+        if lock.owns(Owned::Linger) {
+            let disabled = self.linger.disable(&job.user).map(|s| match s {
+                Switched::Unchanged => None,
+                Switched::Loginctl => Some("disabled linger through loginctl".to_owned()),
+                Switched::MarkerFile => Some(format!(
                     "disabled linger: removed {}",
                     self.linger.marker(&job.user).display()
-                ));
-            }
-            Err(e) => {
-                warnings.push(e.to_string());
-                return;
-            }
-        }
-        if let Err(e) = lock.clear_owned(Owned::Linger) {
-            warnings.push(e.to_string());
+                )),
+            });
+            settle(lock, Owned::Linger, disabled, actions, warnings);
         }
     }
 
@@ -396,6 +360,27 @@ impl Hooks {
             all.len(),
             list(&all)
         ));
+    }
+}
+
+/// Book the outcome of undoing `owned`: done, its action (if any) and the
+/// ownership record cleared; failed, a warning, and the record kept so the
+/// next last Epilog tries again.
+fn settle(
+    lock: &UserLock,
+    owned: Owned,
+    outcome: Result<Option<String>, impl std::fmt::Display>,
+    actions: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    match outcome {
+        Ok(action) => {
+            actions.extend(action);
+            if let Err(e) = lock.clear_owned(owned) {
+                warnings.push(e.to_string());
+            }
+        }
+        Err(e) => warnings.push(e.to_string()),
     }
 }
 

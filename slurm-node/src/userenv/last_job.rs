@@ -7,12 +7,11 @@
 //! scan and the pipelined STEP_UID queries the PAM module uses.
 
 use std::collections::BTreeSet;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::spool::{self, SpoolError};
-use crate::stepd::{StepdError, scan_step_uids};
+use crate::stepd::scan_step_uids;
 use crate::userenv::ledger::Marker;
 
 /// The user's extern steps as the stepds describe them.
@@ -67,11 +66,8 @@ pub fn gather_live_steps(
         match answer {
             Ok((_, owner)) if owner == uid => live.jobs.push(step.job_id),
             Ok(_) => live.others += 1,
-            Err(StepdError::Connect { source, .. })
-                if matches!(
-                    source.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-                ) => {}
+            // The stepd is gone (its socket may linger): no job of anyone.
+            Err(e) if e.is_stale_socket() => {}
             Err(e) => live.unknown.push((step.job_id, e.to_string())),
         }
     }
