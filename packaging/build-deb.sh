@@ -46,11 +46,11 @@ multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-mul
 
 # --------------------------------------------------------------- binaries
 if [[ $build == yes ]]; then
-    cargo build --release --quiet -p pam_adopt -p adopt-prolog -p adopt-epilog
+    cargo build --release --quiet --workspace
 fi
 rel=target/release
 for f in libpam_adopt.so adoptctl adopt-prolog adopt-taskprolog adopt-epilog; do
-    [[ -f $rel/$f ]] || die "$rel/$f missing: cargo build --release -p pam_adopt -p adopt-prolog -p adopt-epilog"
+    [[ -f $rel/$f ]] || die "$rel/$f missing: cargo build --release --workspace"
 done
 
 out=target/debian

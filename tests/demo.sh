@@ -16,7 +16,7 @@ source "$repo/tests/real-slurm/lib.sh"
 
 "$repo/tests/scripts/install-build-deps.sh"
 "$repo/tests/real-slurm/setup-host.sh"
-(cd "$repo" && cargo build --release --quiet -p pam_adopt)
+(cd "$repo" && cargo build --release --quiet -p pam_adopt -p adoptctl)
 install -D -m 0644 "$repo/target/release/libpam_adopt.so" /usr/local/lib/slurm-adopt-tests/pam_adopt.so
 install -D -m 0755 "$repo/target/release/adoptctl" /usr/local/sbin/adoptctl
 

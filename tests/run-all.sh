@@ -68,7 +68,7 @@ stage "tier 1: fmt, clippy, cargo test" tier1
 stage "tier 1: fuzz the RPC, stepd and /proc/net parsers (bounded)" tests/scripts/fuzz.sh
 stage "SELinux policy: build, private store, sesearch checks" selinux_policy
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
-stage "tier 2: release build" cargo build --release --quiet -p pam_adopt -p slurm-adopt-tests -p slurmd-shim -p adopt-prolog -p adopt-epilog
+stage "tier 2: release build" cargo build --release --quiet --workspace
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
 stage "tier 2: several jobs per user, callerid RPC" tier2_multi_job
 stage "tier 2: Prolog, Epilog and TaskProlog hooks" tier2_hooks

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selection};
 
-use crate::callerid;
-use crate::node::{self, NodeView};
-use crate::options::{AdoptFailureAction, GenericFailureAction, LogLevel, Options};
 use crate::pam::{PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS, Pam, Priority};
+use adopt_login::callerid;
+use adopt_login::node::{self, NodeView};
+use adopt_login::options::{AdoptFailureAction, GenericFailureAction, LogLevel, Options};
 
 /// The facts of one login that end up in its syslog line.
 #[derive(Debug, Default)]

@@ -5,9 +5,6 @@
 //! would abort sshd's per-connection process.
 
 pub mod account;
-pub mod callerid;
-pub mod node;
-pub mod options;
 pub mod pam;
 pub mod session;
 

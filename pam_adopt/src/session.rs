@@ -14,8 +14,8 @@ use slurm_node::userenv::runtime_dir::RuntimeDirs;
 use slurm_node::userenv::session_env::{self, SessionEnv};
 
 use crate::account;
-use crate::options::{AdoptIn, Options};
 use crate::pam::{PAM_IGNORE, PAM_SUCCESS, Pam, Priority};
+use adopt_login::options::{AdoptIn, Options};
 
 pub fn open_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
     let (opts, _) = Options::parse(args);

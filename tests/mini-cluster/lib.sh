@@ -121,7 +121,7 @@ mc_build_binaries() {
     export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
     command -v cargo >/dev/null 2>&1 || mc_die "cargo not found: install Rust (tests/scripts/install-build-deps.sh) and run this again"
     mc_say "cargo build --release (pam_adopt, adoptctl, hooks)"
-    (cd "$MC_REPO" && cargo build --release --quiet -p pam_adopt -p adopt-prolog -p adopt-epilog) ||
+    (cd "$MC_REPO" && cargo build --release --quiet --workspace) ||
         mc_die "cargo build --release failed (see above)"
     local b
     for b in "${MC_BINS[@]}"; do

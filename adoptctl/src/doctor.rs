@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use pam_adopt::options::{AdoptFailureAction, DEFAULT_CONF, GenericFailureAction, Options};
+use adopt_login::options::{AdoptFailureAction, DEFAULT_CONF, GenericFailureAction, Options};
 use slurm_node::cgroup::{CgroupFs, CgroupMode};
 use slurm_node::conf::{ConfError, SlurmConf};
 use slurm_node::select::{NoJobsAction, UnknownAction};

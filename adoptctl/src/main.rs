@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use adopt_login::callerid;
+use adopt_login::node::{self, NodeView};
+use adopt_login::options::Options;
 use clap::{Parser, Subcommand};
-use pam_adopt::callerid;
-use pam_adopt::node::{self, NodeView};
-use pam_adopt::options::Options;
 use slurm_node::netinfo::Connection;
 use slurm_node::select::{self, CallerId, Selection};
 
