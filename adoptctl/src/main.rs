@@ -1,23 +1,18 @@
 //! adoptctl: look at what pam_adopt.so would do on this node, without
 //! doing it.
 
+mod check;
 mod doctor;
 mod pamstack;
 mod report;
 mod slurmlines;
 mod sshdconf;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use adopt_login::callerid;
-use adopt_login::node::{self, NodeView};
-use adopt_login::options::Options;
 use clap::{Parser, Subcommand};
-use slurm_node::netinfo::Connection;
-use slurm_node::select::{self, CallerId, Selection};
 
 /// Inspect and check pam_adopt.so on a Slurm compute node.
 ///
@@ -59,8 +54,12 @@ enum Command {
     ///
     /// Pass the module arguments of the PAM line after `--`, e.g.
     /// `adoptctl check alice -- action_unknown=deny nodename=c1`.
-    /// Exit status: 0 if the login would be let in (adopted, allowed or
-    /// ignored), 1 if it would be denied, 2 if the check itself failed.
+    /// It runs the module's own login core, so it prints the decision and
+    /// reason the module would log (and the decision line itself); it only
+    /// leaves out the adoption. Exit status: 0 if the login would get past
+    /// the module (adopted, allowed or ignored), 1 if it would be denied,
+    /// for whatever reason (a broken slurm.conf under
+    /// action_generic_failure=deny included), 2 for a usage error.
     Check {
         /// The user who would log in.
         user: String,
@@ -129,7 +128,13 @@ fn main() -> ExitCode {
             from,
             to,
             module_args,
-        } => check(&user, &service, from, to, &module_args),
+        } => check::run(&check::Request {
+            user: &user,
+            service: &service,
+            from,
+            to,
+            module_args: &module_args,
+        }),
         Command::Doctor {
             pam_service,
             root,
@@ -158,144 +163,4 @@ fn main() -> ExitCode {
             ExitCode::from(report::exit_code(&findings))
         }
     }
-}
-
-fn check(
-    user: &str,
-    service: &str,
-    from: Option<SocketAddr>,
-    to: Option<SocketAddr>,
-    module_args: &[String],
-) -> ExitCode {
-    let (opts, warnings) = Options::parse(module_args);
-    for w in &warnings {
-        println!("warning: {w}");
-    }
-    if !opts.service_allowed(service) {
-        println!("service '{service}' is not in service=; the module would ignore this login");
-        println!("decision: ignore (reason: service_not_allowed)");
-        return ExitCode::SUCCESS;
-    }
-    let uid = match nix::unistd::User::from_name(user) {
-        Ok(Some(pw)) => pw.uid.as_raw(),
-        Ok(None) => {
-            eprintln!("adoptctl: no such user: {user}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("adoptctl: looking up {user}: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if uid == 0 {
-        println!("user {user} is root; the module ignores root before reading any config");
-        println!("decision: ignore (reason: root)");
-        return ExitCode::SUCCESS;
-    }
-    let view = match NodeView::load(&opts) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("adoptctl: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    println!("config:     {}", opts.conf.display());
-    println!("node:       {}", view.node.name);
-    println!("spool dir:  {}", view.spool_dir.display());
-    let started = Instant::now();
-    let scan = match node::scan_user_jobs(&view, uid, started + opts.timeout) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("adoptctl: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    println!(
-        "extern steps: {} of {user} (uid {uid}), {} of other users, {} unreachable, {} skipped",
-        scan.mine.len(),
-        scan.others,
-        scan.unreachable.len(),
-        scan.skipped.len()
-    );
-    for job in &scan.mine {
-        let (secs, nanos) = job.socket.ctime;
-        println!(
-            "  job {:>10}  started {secs}.{nanos:09}  stepd protocol {:#06x}  {}",
-            job.socket.job_id,
-            job.client.protocol_version(),
-            job.socket.path.display()
-        );
-    }
-    for (path, err) in &scan.unreachable {
-        println!("  unreachable {}: {err}", path.display());
-    }
-    for (path, why) in &scan.skipped {
-        println!("  skipped {}: {why}", path.display());
-    }
-    let candidates = scan.candidates();
-    let policy = opts.policy();
-    let asked = from.is_some() || select::needs_callerid(&candidates, &policy);
-    let callerid = match from {
-        Some(client) if asked => {
-            let server = to.unwrap_or_else(|| SocketAddr::new(route_source(client), 22));
-            let connection = Connection {
-                local: server,
-                remote: client,
-                inode: 0,
-            };
-            let version = scan.mine.first().map(|j| j.client.protocol_version());
-            let lookup = callerid::ask(&view, connection, version, Instant::now() + opts.timeout);
-            let slurmd = lookup.slurmd.map_or("-".to_owned(), |a| a.to_string());
-            match (&lookup.answer, &lookup.error) {
-                (_, Some(e)) => println!("callerid: slurmd {slurmd}: {e}"),
-                (CallerId::Job(j), _) => {
-                    println!("callerid: slurmd {slurmd}: {client} -> {server} belongs to job {j}")
-                }
-                _ => println!("callerid: slurmd {slurmd}: no job owns {client} -> {server}"),
-            }
-            lookup.answer
-        }
-        _ if asked => {
-            println!(
-                "callerid: a login would ask the source node's slurmd (give --from ADDR:PORT to ask it now)"
-            );
-            CallerId::NoSocket
-        }
-        _ => CallerId::NotAsked,
-    };
-    let selection = select::select(&candidates, &callerid, &policy);
-    let reason = selection.reason();
-    match selection {
-        Selection::Adopt { job_id, .. } => {
-            println!("decision: adopt into job {job_id} (reason: {reason})");
-            ExitCode::SUCCESS
-        }
-        Selection::Allow { .. } => {
-            println!("decision: allow without adoption (reason: {reason})");
-            ExitCode::SUCCESS
-        }
-        Selection::Ignore { .. } => {
-            println!("decision: ignore, the rest of the PAM stack decides (reason: {reason})");
-            ExitCode::SUCCESS
-        }
-        Selection::Deny { message, .. } => {
-            println!("decision: deny (reason: {reason}); the user would see: {message}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// The local address the kernel would route to `peer` from: connecting a
-/// UDP socket sends nothing but picks the source address.
-fn route_source(peer: SocketAddr) -> IpAddr {
-    let unspecified = match peer {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-    };
-    UdpSocket::bind(SocketAddr::new(unspecified, 0))
-        .and_then(|s| {
-            s.connect(peer)?;
-            s.local_addr()
-        })
-        .map_or(unspecified, |a| a.ip())
 }

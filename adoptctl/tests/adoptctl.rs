@@ -86,7 +86,7 @@ fn a_user_without_jobs_would_be_denied_with_exit_status_1() {
 }
 
 #[test]
-fn bad_module_arguments_are_reported_and_a_broken_config_is_exit_status_2() {
+fn bad_module_arguments_are_reported_and_a_broken_config_denies_as_the_module_would() {
     let dir = node();
     let out = check(dir.path(), &["action_unknown=sometimes"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -97,12 +97,17 @@ fn bad_module_arguments_are_reported_and_a_broken_config_is_exit_status_2() {
 
     std::fs::write(dir.path().join("slurm.conf"), "SlurmdPort=notaport\n").expect("write");
     let out = check(dir.path(), &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        err.contains("slurm.conf:1"),
-        "the error names file and line: {err}"
+        text.contains("slurm.conf:1"),
+        "the error names file and line: {text}"
     );
+    assert!(
+        text.contains("decision: deny (reason: node_setup)"),
+        "action_generic_failure=deny decides, as in the module: {text}"
+    );
+    assert!(text.contains(" decision=deny "), "{text}");
 }
 
 #[test]

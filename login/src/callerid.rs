@@ -10,6 +10,7 @@ use slurm_node::rpc::callerid::{self, CallerIdAnswer, CallerIdRequest};
 use slurm_node::rpc::munge::MungeContext;
 use slurm_node::select::CallerId;
 
+use crate::decide::CallerIdLookup;
 use crate::node::NodeView;
 
 /// Protocol versions to offer the source slurmd, newest first. A slurmd
@@ -27,6 +28,30 @@ pub struct Lookup {
     pub connection: Option<Connection>,
     pub slurmd: Option<SocketAddr>,
     pub error: Option<String>,
+}
+
+impl Lookup {
+    /// No TCP connection to trace: the RPC is not made.
+    pub fn no_socket() -> Lookup {
+        Lookup {
+            answer: CallerId::NoSocket,
+            connection: None,
+            slurmd: None,
+            error: None,
+        }
+    }
+
+    /// What the login core needs of it.
+    pub fn summary(&self) -> CallerIdLookup {
+        CallerIdLookup {
+            answer: self.answer.clone(),
+            from: self
+                .connection
+                .as_ref()
+                .map(|c| format!("{} port {}", c.remote.ip(), c.remote.port())),
+            error: self.error.clone(),
+        }
+    }
 }
 
 /// The versions to try, starting from the local release (the stepds'
@@ -47,14 +72,7 @@ pub fn versions_from(local: Option<u32>) -> Vec<u16> {
 pub fn lookup(view: &NodeView, local_version: Option<u32>, deadline: Instant) -> Lookup {
     let connection = match netinfo::own_connection(Path::new("/proc"), "self") {
         Ok(Some(c)) => c.canonical(),
-        Ok(None) => {
-            return Lookup {
-                answer: CallerId::NoSocket,
-                connection: None,
-                slurmd: None,
-                error: None,
-            };
-        }
+        Ok(None) => return Lookup::no_socket(),
         Err(e) => {
             return Lookup {
                 answer: CallerId::Failed,

@@ -7,5 +7,8 @@
 //! run shows exactly what a login would see.
 
 pub mod callerid;
+pub mod decide;
+pub mod live;
 pub mod node;
 pub mod options;
+pub mod outcome;

@@ -13,9 +13,10 @@ use slurm_node::nodename;
 use slurm_node::select::Candidate;
 use slurm_node::spool::{self, SkipReason, SpoolError, StepSocket};
 use slurm_node::stepd::{
-    NamespaceFd, SCAN_BATCH, StepState, StepdClient, StepdError, X11Display, scan_step_uids,
+    NamespaceFd, SCAN_BATCH, StepState, StepdClient, StepdError, scan_step_uids,
 };
 
+use crate::decide::Adopted;
 use crate::options::{AdoptVia, Options};
 
 const PROC_ROOT: &str = "/proc";
@@ -36,6 +37,8 @@ pub enum NodeError {
     UnknownNode { conf: PathBuf, hostname: String },
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error("the node's config was not loaded before its spool was scanned")]
+    NotLoaded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,8 @@ pub enum AdoptError {
     Cgroup(#[from] CgroupError),
     #[error("no extern-step cgroup of job {job_id} found under {root}")]
     NoCgroup { job_id: u32, root: PathBuf },
+    #[error("job {job_id} is not among the extern steps the scan found")]
+    JobVanished { job_id: u32 },
     #[error("setns(type {nstype:#x}) into job {job_id}'s namespace failed: {source}")]
     Setns {
         job_id: u32,
@@ -204,14 +209,6 @@ fn worth_asking(step: &StepSocket, listed: Option<&[u32]>, now: SystemTime) -> b
         Some(Err(_)) => true,
         None => false,
     }
-}
-
-/// What the adoption did, for the PAM environment and the log.
-#[derive(Debug, Default)]
-pub struct Adopted {
-    pub via: &'static str,
-    pub x11: Option<X11Display>,
-    pub namespaces_joined: usize,
 }
 
 /// Put `pid` into `job`'s extern step, then fetch its X11 display and join

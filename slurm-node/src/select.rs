@@ -70,10 +70,6 @@ pub enum Reason {
     NoJobs,
     OnlyJob,
     CallerIdMatch,
-    CallerIdForeignJob,
-    CallerIdNotFound,
-    CallerIdFailed,
-    NoSocket,
     NewestJob,
     UnknownAllow,
     UnknownDeny,
@@ -85,10 +81,6 @@ impl Reason {
             Reason::NoJobs => "no_jobs",
             Reason::OnlyJob => "only_job",
             Reason::CallerIdMatch => "callerid_match",
-            Reason::CallerIdForeignJob => "callerid_not_users_job",
-            Reason::CallerIdNotFound => "callerid_not_found",
-            Reason::CallerIdFailed => "callerid_failed",
-            Reason::NoSocket => "no_tcp_socket",
             Reason::NewestJob => "newest_job",
             Reason::UnknownAllow => "unknown_allow",
             Reason::UnknownDeny => "unknown_deny",
@@ -168,29 +160,24 @@ pub fn select(jobs: &[Candidate], callerid: &CallerId, policy: &Policy) -> Selec
         };
     }
     let owns = |id: u32| jobs.iter().any(|c| c.job_id == id);
-    let unknown_reason = match *callerid {
-        CallerId::Job(id) if owns(id) => {
+    match (callerid, jobs) {
+        (CallerId::Job(id), _) if owns(*id) => {
             return Selection::Adopt {
-                job_id: id,
+                job_id: *id,
                 reason: Reason::CallerIdMatch,
             };
         }
-        // A job the user does not own on this node is treated like no
-        // answer at all: never adopt into someone else's job.
-        CallerId::Job(_) => Reason::CallerIdForeignJob,
-        CallerId::NotFound => Reason::CallerIdNotFound,
-        CallerId::Failed => Reason::CallerIdFailed,
-        CallerId::NoSocket => Reason::NoSocket,
-        CallerId::NotAsked => {
-            if jobs.len() == 1 {
-                return Selection::Adopt {
-                    job_id: jobs[0].job_id,
-                    reason: Reason::OnlyJob,
-                };
-            }
-            Reason::CallerIdFailed
+        (CallerId::NotAsked, [only]) => {
+            return Selection::Adopt {
+                job_id: only.job_id,
+                reason: Reason::OnlyJob,
+            };
         }
-    };
+        // A job the user does not own on this node is treated like no
+        // answer at all: never adopt into someone else's job. What the
+        // RPC said is the decision line's own `callerid=` field.
+        _ => {}
+    }
     // The RPC gave nothing usable: action_unknown decides, even for a single
     // job. pam_slurm_adopt does the same with single_job_skip_rpc=0, where
     // a site asked that a login be traced to its job, not merely allowed.
@@ -207,8 +194,9 @@ pub fn select(jobs: &[Candidate], callerid: &CallerId, policy: &Policy) -> Selec
                 job_id,
                 reason: Reason::NewestJob,
             },
+            // Not reached: no jobs was decided above.
             None => Selection::Deny {
-                reason: unknown_reason,
+                reason: Reason::NoJobs,
                 message: MSG_NO_JOBS,
             },
         },
@@ -420,10 +408,6 @@ mod tests {
             Reason::NoJobs,
             Reason::OnlyJob,
             Reason::CallerIdMatch,
-            Reason::CallerIdForeignJob,
-            Reason::CallerIdNotFound,
-            Reason::CallerIdFailed,
-            Reason::NoSocket,
             Reason::NewestJob,
             Reason::UnknownAllow,
             Reason::UnknownDeny,

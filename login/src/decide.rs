@@ -1,0 +1,345 @@
+//! The login core: one function from the facts of a login and the module
+//! options to an [`Outcome`], with every I/O step behind [`NodeOps`].
+//!
+//! As youki's libcgroups injects its `Syscall`, the core is handed its
+//! node: the PAM module gives it [`crate::live::LiveNode`], `adoptctl
+//! check` a dry-run wrapper of the same, and the table tests a fake with no
+//! sockets, so every branch is tested without a stepd.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selection};
+use slurm_node::stepd::X11Display;
+
+use crate::node::{AdoptError, NodeError};
+use crate::options::{AdoptFailureAction, GenericFailureAction, Options};
+use crate::outcome::{Decision, LogLine, Outcome, Priority, Reason};
+
+/// The facts of a login that the front end read from PAM.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    pub service: &'a str,
+    /// PAM_USER; `None` when it is unset.
+    pub user: Option<&'a str>,
+    /// The process to adopt (sshd's per-connection child).
+    pub pid: i32,
+    /// When the login reached the module: the budget runs from here.
+    pub started: Instant,
+}
+
+/// One of the user's extern steps, as the scan found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundJob {
+    pub job_id: u32,
+    /// The extern step socket's ctime (seconds, nanoseconds).
+    pub started: (i64, i64),
+    /// The stepd's protocol version, from its handshake.
+    pub protocol_version: u32,
+    pub socket: PathBuf,
+}
+
+/// A stepd that did not say who owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    pub socket: PathBuf,
+    pub error: String,
+    /// Nobody listens on the socket: its stepd exited, no job lives there.
+    pub stale: bool,
+}
+
+/// What asking the node's extern stepds found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobScan {
+    pub mine: Vec<FoundJob>,
+    /// Extern steps of other users.
+    pub others: usize,
+    pub unreachable: Vec<Unreachable>,
+    /// Sockets not asked at all, and why (symlink, untrusted owner...).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// What the callerid step found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerIdLookup {
+    pub answer: CallerId,
+    /// The client end, as "ADDR port N", when there was a TCP connection.
+    pub from: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What an adoption did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adopted {
+    pub via: &'static str,
+    pub x11: Option<X11Display>,
+    pub namespaces_joined: usize,
+}
+
+/// Every I/O step of a login. Each call is bounded by the deadline it is
+/// given or by the options' `timeout_ms`; none may block past it.
+pub trait NodeOps {
+    /// PAM_USER's uid, `None` for no such user.
+    fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error>;
+    /// Read slurm.conf and find this node. Called once, before the others.
+    fn load_node(&mut self, opts: &Options) -> Result<(), NodeError>;
+    /// Ask the extern stepds whose they are, keeping `uid`'s.
+    fn scan_user_jobs(&mut self, uid: u32, deadline: Instant) -> Result<JobScan, NodeError>;
+    /// Ask the source node's slurmd which job this login came from.
+    fn callerid(&mut self, local_version: Option<u32>, deadline: Instant) -> CallerIdLookup;
+    /// Put `pid` into `job_id`'s extern step (one the scan found).
+    fn adopt(
+        &mut self,
+        job_id: u32,
+        uid: u32,
+        pid: i32,
+        opts: &Options,
+    ) -> Result<Adopted, AdoptError>;
+}
+
+/// Decide one login and, when a job is chosen, adopt it through `node`.
+pub fn decide(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps) -> Outcome {
+    let mut out = Outcome {
+        decision: Decision::Deny,
+        reason: Reason::NoUser,
+        callerid: CallerId::NotAsked,
+        job: None,
+        user: login.user.unwrap_or_default().to_owned(),
+        uid: None,
+        service: login.service.to_owned(),
+        user_message: None,
+        env: Vec::new(),
+        log: Vec::new(),
+    };
+    run(login, opts, node, &mut out);
+    out
+}
+
+fn log(out: &mut Outcome, priority: Priority, text: impl Into<String>) {
+    out.log.push(LogLine {
+        priority,
+        text: text.into(),
+    });
+}
+
+fn settle(out: &mut Outcome, decision: Decision, reason: Reason) {
+    out.decision = decision;
+    out.reason = reason;
+}
+
+/// `action_generic_failure` decides: the login could not be looked at.
+fn generic_failure(out: &mut Outcome, opts: &Options, reason: Reason) {
+    let decision = match opts.action_generic_failure {
+        GenericFailureAction::Allow => Decision::Allow,
+        GenericFailureAction::Ignore => Decision::Ignore,
+        GenericFailureAction::Deny => Decision::Deny,
+    };
+    settle(out, decision, reason);
+}
+
+fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Outcome) {
+    let deadline = login.started + opts.timeout;
+    if !opts.service_allowed(login.service) {
+        log(
+            out,
+            Priority::Info,
+            "Not adopting process since this is not an allowed pam service",
+        );
+        return settle(out, Decision::Ignore, Reason::ServiceNotListed);
+    }
+    let user = match login.user {
+        Some(u) if !u.is_empty() => u,
+        _ => {
+            log(out, Priority::Err, "No username in PAM_USER? Fail!");
+            return generic_failure(out, opts, Reason::NoUser);
+        }
+    };
+    let uid = match node.user_uid(user) {
+        Ok(Some(uid)) => uid,
+        Ok(None) => {
+            log(
+                out,
+                Priority::Err,
+                format!("getpwnam({user}): no such user"),
+            );
+            return generic_failure(out, opts, Reason::UnknownUser);
+        }
+        Err(e) => {
+            log(out, Priority::Err, format!("getpwnam({user}): {e}"));
+            return generic_failure(out, opts, Reason::UnknownUser);
+        }
+    };
+    out.uid = Some(uid);
+    // Root is let through before any Slurm file is read, so a broken
+    // slurm.conf can still be fixed over ssh.
+    if uid == 0 {
+        log(out, Priority::Debug, "Ignoring root user");
+        return settle(out, Decision::Ignore, Reason::Root);
+    }
+    if let Err(e) = node.load_node(opts) {
+        log(out, Priority::Err, e.to_string());
+        out.user_message = Some(MSG_NO_SLURM);
+        return generic_failure(out, opts, Reason::NodeSetup);
+    }
+    let scan = match node.scan_user_jobs(uid, deadline) {
+        Ok(s) => s,
+        Err(e) => {
+            log(out, Priority::Err, e.to_string());
+            out.user_message = Some(MSG_NO_SLURM);
+            return generic_failure(out, opts, Reason::Spool);
+        }
+    };
+    for (path, why) in &scan.skipped {
+        log(
+            out,
+            Priority::Warning,
+            format!("skipping {}: {why}", path.display()),
+        );
+    }
+    // With none of the user's jobs found, a live stepd that did not answer
+    // may be the user's own: that is a failure to look, not "no jobs", so
+    // action_no_jobs=ignore cannot let the login past a hung stepd. A
+    // socket nobody listens on (its stepd exited) hides no job.
+    let unanswered_priority = if scan.mine.is_empty() {
+        Priority::Err
+    } else {
+        Priority::Debug
+    };
+    let mut unanswered = 0;
+    for u in &scan.unreachable {
+        if u.stale {
+            log(
+                out,
+                Priority::Debug,
+                format!("stale stepd socket {}: {}", u.socket.display(), u.error),
+            );
+        } else {
+            unanswered += 1;
+            log(
+                out,
+                unanswered_priority,
+                format!("stepd {} unreachable: {}", u.socket.display(), u.error),
+            );
+        }
+    }
+    if scan.mine.is_empty() && unanswered > 0 {
+        return generic_failure(out, opts, Reason::StepdUnreachable);
+    }
+
+    let policy = opts.policy();
+    let candidates: Vec<select::Candidate> = scan
+        .mine
+        .iter()
+        .map(|j| select::Candidate {
+            job_id: j.job_id,
+            started: j.started,
+        })
+        .collect();
+    if select::needs_callerid(&candidates, &policy) {
+        // Half of what is left at most: the adoption after it needs time too.
+        let now = Instant::now();
+        let rpc_deadline = now + deadline.saturating_duration_since(now) / 2;
+        let local_version = scan.mine.first().map(|j| j.protocol_version);
+        let lookup = node.callerid(local_version, rpc_deadline);
+        log_callerid(out, user, &lookup);
+        out.callerid = lookup.answer;
+    }
+    let selection = select::select(&candidates, &out.callerid, &policy);
+    out.reason = selection.reason().into();
+    match selection {
+        Selection::Deny { message, .. } => {
+            out.user_message = Some(message);
+            out.decision = Decision::Deny;
+        }
+        Selection::Ignore { .. } => out.decision = Decision::Ignore,
+        Selection::Allow { .. } => out.decision = Decision::Allow,
+        Selection::Adopt { job_id, .. } => adopt(login, opts, node, out, uid, job_id),
+    }
+}
+
+fn adopt(
+    login: &Login<'_>,
+    opts: &Options,
+    node: &mut impl NodeOps,
+    out: &mut Outcome,
+    uid: u32,
+    job_id: u32,
+) {
+    out.job = Some(job_id);
+    let pid = login.pid;
+    match node.adopt(job_id, uid, pid, opts) {
+        Ok(adopted) => {
+            log(
+                out,
+                Priority::Info,
+                format!(
+                    "Process {pid} adopted into job {job_id} via {}",
+                    adopted.via
+                ),
+            );
+            out.env = job_env(out, job_id, &adopted);
+            out.decision = Decision::Adopt;
+        }
+        Err(AdoptError::JobVanished { .. }) => {
+            log(
+                out,
+                Priority::Err,
+                format!("job {job_id} vanished between the scan and the adoption"),
+            );
+            generic_failure(out, opts, Reason::JobVanished);
+        }
+        Err(e) => {
+            log(
+                out,
+                Priority::Err,
+                format!("Process {pid} adoption FAILED for job {job_id}: {e}"),
+            );
+            out.reason = Reason::AdoptFailed;
+            match opts.action_adopt_failure {
+                AdoptFailureAction::Allow => out.decision = Decision::Allow,
+                AdoptFailureAction::Deny => {
+                    out.user_message = Some(MSG_ADOPT_FAILED);
+                    out.decision = Decision::Deny;
+                }
+            }
+        }
+    }
+}
+
+fn log_callerid(out: &mut Outcome, user: &str, lookup: &CallerIdLookup) {
+    if let Some(e) = &lookup.error {
+        log(out, Priority::Err, format!("callerid RPC failed: {e}"));
+    }
+    let from = lookup.from.as_deref().unwrap_or("a non-TCP login");
+    let line = match lookup.answer {
+        CallerId::Job(job) => format!("From {from} as {user}: member of job {job}"),
+        _ => format!("From {from} as {user}: unable to determine source job"),
+    };
+    log(out, Priority::Info, line);
+}
+
+/// SLURM_JOB_ID, and DISPLAY and XAUTHORITY when the job forwards X11, as
+/// pam_slurm_adopt exports them. The stepd's xauthority path is dropped,
+/// with a log line, if it holds a control character: a newline in a PAM
+/// environment value would become a second variable in some consumers.
+fn job_env(out: &mut Outcome, job_id: u32, adopted: &Adopted) -> Vec<(&'static str, String)> {
+    let mut vars = vec![("SLURM_JOB_ID", job_id.to_string())];
+    if let Some(x11) = &adopted.x11 {
+        vars.push(("DISPLAY", format!("localhost:{}.0", x11.display)));
+        match &x11.xauthority {
+            Some(path) if path.chars().any(char::is_control) => log(
+                out,
+                Priority::Err,
+                format!(
+                    "job {job_id}: XAUTHORITY from the stepd holds a control character; not exported"
+                ),
+            ),
+            Some(path) => vars.push(("XAUTHORITY", path.clone())),
+            None => {}
+        }
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! The real node under the login core: getpwnam, slurm.conf, the spool
+//! directory and its stepds, the callerid RPC and the adoption itself.
+
+use std::time::Instant;
+
+use crate::callerid::{self, Lookup};
+use crate::decide::{Adopted, CallerIdLookup, FoundJob, JobScan, NodeOps, Unreachable};
+use crate::node::{self, AdoptError, NodeError, NodeView, Scan};
+use crate::options::Options;
+
+/// This node, as a login meets it. After [`NodeOps::load_node`] it holds
+/// the node's view; after the scan, the open stepd connections of the
+/// user's jobs, so the adoption needs no second connect and handshake.
+#[derive(Debug, Default)]
+pub struct LiveNode {
+    view: Option<NodeView>,
+    scan: Option<Scan>,
+}
+
+impl LiveNode {
+    pub fn new() -> LiveNode {
+        LiveNode::default()
+    }
+
+    /// The node's view, once loaded.
+    pub fn view(&self) -> Option<&NodeView> {
+        self.view.as_ref()
+    }
+
+    fn loaded(&self) -> Result<&NodeView, NodeError> {
+        self.view.as_ref().ok_or(NodeError::NotLoaded)
+    }
+}
+
+impl NodeOps for LiveNode {
+    fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error> {
+        Ok(nix::unistd::User::from_name(user)?.map(|pw| pw.uid.as_raw()))
+    }
+
+    fn load_node(&mut self, opts: &Options) -> Result<(), NodeError> {
+        self.view = Some(NodeView::load(opts)?);
+        Ok(())
+    }
+
+    fn scan_user_jobs(&mut self, uid: u32, deadline: Instant) -> Result<JobScan, NodeError> {
+        let scan = node::scan_user_jobs(self.loaded()?, uid, deadline)?;
+        let found = JobScan {
+            mine: scan
+                .mine
+                .iter()
+                .map(|j| FoundJob {
+                    job_id: j.socket.job_id,
+                    started: j.socket.ctime,
+                    protocol_version: j.client.protocol_version(),
+                    socket: j.socket.path.clone(),
+                })
+                .collect(),
+            others: scan.others,
+            unreachable: scan
+                .unreachable
+                .iter()
+                .map(|(path, e)| Unreachable {
+                    socket: path.clone(),
+                    error: e.to_string(),
+                    stale: e.is_stale_socket(),
+                })
+                .collect(),
+            skipped: scan
+                .skipped
+                .iter()
+                .map(|(path, why)| (path.clone(), why.to_string()))
+                .collect(),
+        };
+        self.scan = Some(scan);
+        Ok(found)
+    }
+
+    fn callerid(&mut self, local_version: Option<u32>, deadline: Instant) -> CallerIdLookup {
+        // This process's own TCP connection: the module runs inside sshd's
+        // per-connection process.
+        let lookup = match self.view.as_ref() {
+            Some(view) => callerid::lookup(view, local_version, deadline),
+            None => Lookup::no_socket(),
+        };
+        lookup.summary()
+    }
+
+    fn adopt(
+        &mut self,
+        job_id: u32,
+        uid: u32,
+        pid: i32,
+        opts: &Options,
+    ) -> Result<Adopted, AdoptError> {
+        let (Some(view), Some(scan)) = (self.view.as_ref(), self.scan.as_mut()) else {
+            return Err(AdoptError::JobVanished { job_id });
+        };
+        let Some(job) = scan.mine.iter_mut().find(|j| j.socket.job_id == job_id) else {
+            return Err(AdoptError::JobVanished { job_id });
+        };
+        node::adopt(job, uid, pid, view, opts)
+    }
+}
