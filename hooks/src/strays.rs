@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cgroup::CgroupFs;
+use slurm_node::cgroup::CgroupFs;
 
 /// useradd's default when login.defs says nothing.
 pub const DEFAULT_UID_MIN: u32 = 1000;
