@@ -117,7 +117,7 @@ impl Default for Options {
             conf: PathBuf::from(DEFAULT_CONF),
             adopt_via: AdoptVia::Stepd,
             adopt_in: AdoptIn::Account,
-            runtime_dir: PathBuf::from(slurm_node::userenv::runtime_dir::DEFAULT_ROOT),
+            runtime_dir: PathBuf::from(slurm_node::session::runtime_dir::DEFAULT_ROOT),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -274,7 +274,7 @@ impl Options {
                     if value.starts_with('/') && !value.contains("/../") {
                         o.runtime_dir = PathBuf::from(value);
                     } else {
-                        bad(slurm_node::userenv::runtime_dir::DEFAULT_ROOT);
+                        bad(slurm_node::session::runtime_dir::DEFAULT_ROOT);
                     }
                 }
                 "timeout_ms" => match value.parse::<u64>() {

@@ -10,8 +10,8 @@ use std::fs;
 use std::path::Path;
 
 use slurm_node::cgroup::CgroupFs;
-use slurm_node::userenv::runtime_dir::RuntimeDirs;
-use slurm_node::userenv::session_env::{self, SessionEnv};
+use slurm_node::session::runtime_dir::RuntimeDirs;
+use slurm_node::session::session_env::{self, SessionEnv};
 
 use crate::account;
 use crate::pam::{PAM_IGNORE, PAM_SUCCESS, Pam, Priority};

@@ -10,7 +10,7 @@ pub mod netinfo;
 pub mod nodename;
 pub mod rpc;
 pub mod select;
+pub mod session;
 pub mod spool;
 pub mod stepd;
 pub mod syslog;
-pub mod userenv;

@@ -35,7 +35,7 @@ chmod 0755 "$work"
 install -d -o "$user" -m 0755 "$work/out"
 
 for b in adopt-prolog adopt-epilog adopt-taskprolog; do
-    [[ -x $repo/target/release/$b ]] || { echo "hooks.sh: target/release/$b missing: cargo build --release -p adopt-prolog -p adopt-epilog" >&2; exit 1; }
+    [[ -x $repo/target/release/$b ]] || { echo "hooks.sh: target/release/$b missing: cargo build --release -p adopt-hooks" >&2; exit 1; }
     install -D -m 0755 "$repo/target/release/$b" "$hooks_dir/$b"
 done
 install -D -m 0644 "$repo/target/release/libpam_adopt.so" "$ours"

@@ -10,19 +10,15 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::userenv::last_job::{self, Evidence, LiveSteps, Verdict};
-use crate::userenv::ledger::{Ledger, LedgerError, Owned, UserLock};
-use crate::userenv::linger::{Linger, LingerError, Switched};
-use crate::userenv::runtime_dir::{Ensured, Removed, RuntimeDirError, RuntimeDirs};
-use crate::userenv::strays;
+use crate::last_job::{self, Evidence, LiveSteps, Verdict};
+use crate::ledger::{Ledger, LedgerError, Owned, UserLock};
+use crate::linger::{Linger, LingerError, Switched};
+use crate::strays;
+use slurm_node::session::runtime_dir::{Ensured, Removed, RuntimeDirError, RuntimeDirs};
 
 /// What the hooks keep for a user while they have jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(
-    feature = "hook-config",
-    derive(serde::Deserialize),
-    serde(rename_all = "kebab-case")
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Create `/run/user/$UID` for the user's jobs; start no user manager.
     #[default]
@@ -394,8 +390,8 @@ const REAP_PASSES: usize = 3;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::userenv::ledger::DEFAULT_LOCK_WAIT;
-    use crate::userenv::linger::Via;
+    use crate::ledger::DEFAULT_LOCK_WAIT;
+    use crate::linger::Via;
     use std::fs;
     use std::os::unix::net::UnixListener;
     use std::path::Path;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cgroup::CgroupFs;
+use slurm_node::cgroup::CgroupFs;
 
 /// useradd's default when login.defs says nothing.
 pub const DEFAULT_UID_MIN: u32 = 1000;
@@ -50,7 +50,7 @@ pub fn find(proc_root: &Path, uid: u32, uid_min: u32) -> Result<Vec<Stray>, Stra
     if uid == 0 || uid < uid_min {
         return Err(StraysError::SystemUid { uid, uid_min });
     }
-    let me = std::process::id() as i32;
+    let me = nix::unistd::getpid().as_raw();
     let entries = fs::read_dir(proc_root).map_err(|source| StraysError::Io {
         path: proc_root.to_path_buf(),
         source,

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
+use slurm_node::session::runtime_dir::safe_parent;
 
 pub const DEFAULT_STATE_DIR: &str = "/run/slurm-adopt";
 /// How long a hook waits for the user's lock by default.
@@ -197,7 +198,7 @@ impl UserLock {
 
 /// Create `path` (mode `mode`, root's) if missing; an existing one must be
 /// a real directory that only its owner, root or us, can write.
-pub(crate) fn private_dir(path: &Path, mode: u32) -> Result<(), LedgerError> {
+fn private_dir(path: &Path, mode: u32) -> Result<(), LedgerError> {
     let io_err = |source| LedgerError::Io {
         path: path.to_path_buf(),
         source,
@@ -223,13 +224,6 @@ pub(crate) fn private_dir(path: &Path, mode: u32) -> Result<(), LedgerError> {
         });
     }
     Ok(())
-}
-
-/// A directory that nobody but root (or the hook's own uid, in tests) can
-/// write into, so no user can swap its entries under us.
-pub(crate) fn safe_parent(meta: &fs::Metadata) -> bool {
-    let me = nix::unistd::geteuid().as_raw();
-    meta.is_dir() && (meta.uid() == 0 || meta.uid() == me) && meta.mode() & 0o022 == 0
 }
 
 fn touch(path: &Path) -> Result<(), LedgerError> {

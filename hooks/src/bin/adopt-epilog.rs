@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use adopt_hooks::last_job::Verdict;
+use adopt_hooks::lifecycle::{EpilogReport, NodeSpool};
+use adopt_hooks::runner::{self, HookInput, HookLog};
 use clap::Parser;
-use slurm_node::userenv::hooks::{EpilogReport, NodeSpool};
-use slurm_node::userenv::last_job::Verdict;
-use slurm_node::userenv::runner::{self, HookInput, HookLog};
 
 /// Remove the user's session state when their last job on this node ends.
 ///

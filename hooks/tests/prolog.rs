@@ -1,6 +1,10 @@
 //! adopt-prolog and adopt-taskprolog as slurmd runs them: environment in,
 //! exit status and files (or stdout) out.
 
+// Integration tests only build under test anyway; saying so lets clippy.toml's
+// allow-*-in-tests cover the helpers here as well as the #[test] functions.
+#![cfg(test)]
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

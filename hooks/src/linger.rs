@@ -41,12 +41,8 @@ pub enum LingerError {
 }
 
 /// How linger is switched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "hook-config",
-    derive(serde::Deserialize),
-    serde(rename_all = "kebab-case")
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Via {
     /// `loginctl` when logind runs, else the marker file.
     Auto,

@@ -11,11 +11,11 @@ use serde::Deserialize;
 
 use std::time::Duration;
 
-use crate::userenv::hooks::{Hooks, Mode, Reap};
-use crate::userenv::ledger::{self, Ledger};
-use crate::userenv::linger::{self, Linger, Via};
-use crate::userenv::runtime_dir::{self, RuntimeDirs};
-use crate::userenv::strays;
+use crate::ledger::{self, Ledger};
+use crate::lifecycle::{Hooks, Mode, Reap};
+use crate::linger::{self, Linger, Via};
+use crate::strays;
+use slurm_node::session::runtime_dir::{self, RuntimeDirs};
 
 pub const DEFAULT_PATH: &str = "/etc/slurm/adopt.toml";
 

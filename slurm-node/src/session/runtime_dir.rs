@@ -195,7 +195,7 @@ impl RuntimeDirs {
                 if !meta.is_dir() {
                     return Err(RuntimeDirError::NotADirectory { path: root.clone() });
                 }
-                if !crate::userenv::ledger::safe_parent(&meta) {
+                if !safe_parent(&meta) {
                     return Err(RuntimeDirError::UnsafeParent {
                         path: root.clone(),
                         owner: meta.uid(),
@@ -218,6 +218,14 @@ impl RuntimeDirs {
             }),
         }
     }
+}
+
+/// A directory that nobody but root (or our own uid, in tests) can write
+/// into, so no user can swap its entries under us. The hooks' ledger holds
+/// its state directory to the same rule.
+pub fn safe_parent(meta: &fs::Metadata) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    meta.is_dir() && (meta.uid() == 0 || meta.uid() == me) && meta.mode() & 0o022 == 0
 }
 
 fn check_existing(dir: &Path, meta: &fs::Metadata, uid: u32) -> Result<(), RuntimeDirError> {

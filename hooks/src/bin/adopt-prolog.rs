@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use adopt_hooks::runner::{self, HookInput, HookLog};
 use clap::Parser;
-use slurm_node::userenv::runner::{self, HookInput, HookLog};
 
 /// Give the job's user a session environment on this node.
 ///

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use adopt_hooks::runner::{self, HookLog};
 use clap::Parser;
-use slurm_node::userenv::runner::{self, HookLog};
-use slurm_node::userenv::session_env::{self, SessionEnv};
+use slurm_node::session::session_env::{self, SessionEnv};
 
 /// Export XDG_RUNTIME_DIR and the XDG_SESSION_* variables into each task.
 ///

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::User;
 
-use crate::conf::SlurmConf;
-use crate::syslog::{DEV_LOG, Severity, Syslog};
-use crate::userenv::config::{ConfigError, DEFAULT_PATH, HookConfig};
-use crate::userenv::hooks::{JobUser, NodeSpool};
-use crate::userenv::job_env::JobEnv;
+use crate::config::{ConfigError, DEFAULT_PATH, HookConfig};
+use crate::job_env::JobEnv;
+use crate::lifecycle::{JobUser, NodeSpool};
+use slurm_node::conf::SlurmConf;
+use slurm_node::syslog::{DEV_LOG, Severity, Syslog};
 
 /// Every message goes to stderr as `TAG: message` and to syslog (daemon
 /// facility) as `TAG[pid]: message`, so admins can grep either.
@@ -101,11 +101,11 @@ pub fn node_spool(conf_path: &Path, env: &JobEnv) -> Result<NodeSpool, String> {
     let conf = SlurmConf::load(conf_path).map_err(|e| e.to_string())?;
     let node_name = match &env.node_name {
         Some(name) => name.clone(),
-        None => crate::nodename::local_hostname().map_err(|e| e.to_string())?,
+        None => slurm_node::nodename::local_hostname().map_err(|e| e.to_string())?,
     };
     Ok(NodeSpool {
         spool_dir: conf.spool_dir(&conf.node_or_unlisted(&node_name)),
-        trusted_uids: crate::spool::trusted_owners(&conf.slurm_user),
+        trusted_uids: slurm_node::spool::trusted_owners(&conf.slurm_user),
         node_name,
     })
 }

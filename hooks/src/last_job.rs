@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::spool::{self, SpoolError};
-use crate::stepd::scan_step_uids;
-use crate::userenv::ledger::Marker;
+use crate::ledger::Marker;
+use slurm_node::spool::{self, SpoolError};
+use slurm_node::stepd::scan_step_uids;
 
 /// The user's extern steps as the stepds describe them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub fn gather_live_steps(
     let externs: Vec<_> = listing
         .steps
         .iter()
-        .filter(|s| s.step_id == crate::spool::EXTERN_STEP_ID)
+        .filter(|s| s.step_id == slurm_node::spool::EXTERN_STEP_ID)
         .collect();
     let paths: Vec<PathBuf> = externs.iter().map(|s| s.path.clone()).collect();
     for (step, answer) in externs.iter().zip(scan_step_uids(&paths, deadline)) {
