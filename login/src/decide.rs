@@ -73,6 +73,8 @@ pub struct CallerIdLookup {
 pub struct Adopted {
     pub via: &'static str,
     pub x11: Option<X11Display>,
+    /// Why the X11 display could not be read; the login stays adopted.
+    pub x11_error: Option<String>,
     pub namespaces_joined: usize,
 }
 
@@ -277,14 +279,21 @@ fn adopt(
                     adopted.via
                 ),
             );
+            if let Some(e) = &adopted.x11_error {
+                log(
+                    out,
+                    Priority::Err,
+                    format!("job {job_id}: X11 display not exported: {e}"),
+                );
+            }
             out.env = job_env(out, job_id, &adopted);
             out.decision = Decision::Adopt;
         }
-        Err(AdoptError::JobVanished { .. }) => {
+        Err(e @ AdoptError::JobVanished { .. }) => {
             log(
                 out,
                 Priority::Err,
-                format!("job {job_id} vanished between the scan and the adoption"),
+                format!("Process {pid} not adopted: {e}"),
             );
             generic_failure(out, opts, Reason::JobVanished);
         }

@@ -49,8 +49,14 @@ pub enum AdoptError {
     Cgroup(#[from] CgroupError),
     #[error("no extern-step cgroup of job {job_id} found under {root}")]
     NoCgroup { job_id: u32, root: PathBuf },
-    #[error("job {job_id} is not among the extern steps the scan found")]
+    #[error("job {job_id} is gone: its stepd closed or vanished before the adoption")]
     JobVanished { job_id: u32 },
+    #[error("stepd {} of job {job_id} now says uid {owner} owns it", .socket.display())]
+    OwnerChanged {
+        job_id: u32,
+        socket: PathBuf,
+        owner: u32,
+    },
     #[error("setns(type {nstype:#x}) into job {job_id}'s namespace failed: {source}")]
     Setns {
         job_id: u32,
@@ -223,7 +229,7 @@ pub fn adopt(
     let job_id = job.socket.job_id;
     let via = match opts.adopt_via {
         AdoptVia::Stepd => {
-            add_extern_pid(&mut job.client, pid)?;
+            add_extern_pid(&mut job.client, pid).map_err(|e| vanished_or(job_id, e))?;
             "stepd"
         }
         AdoptVia::Cgroup => {
@@ -234,8 +240,20 @@ pub fn adopt(
             Ok(()) => "stepd",
             Err(_) => {
                 // The stepd connection is unusable after a failed request.
+                // The new one is held to the scan's rule: its stepd must
+                // still say the job is the user's, or nothing more is
+                // taken from it (namespace fds above all).
                 attach_by_cgroup(view, uid, job_id, pid)?;
-                job.client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
+                let mut client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
+                let owner = client.step_uid()?;
+                if owner != uid {
+                    return Err(AdoptError::OwnerChanged {
+                        job_id,
+                        socket: job.socket.path.clone(),
+                        owner,
+                    });
+                }
+                job.client = client;
                 "cgroup"
             }
         },
@@ -245,9 +263,29 @@ pub fn adopt(
         ..Adopted::default()
     };
     if !opts.disable_x11 {
-        let x11 = job.client.x11_display()?;
-        if x11.display != 0 {
-            adopted.x11 = Some(x11);
+        // Best effort, as pam_slurm_adopt has it: the login is in the job
+        // already, and a broken X11 reply must not undo that. The failure
+        // is kept for the log.
+        match job.client.x11_display() {
+            Ok(x11) if x11.display != 0 => adopted.x11 = Some(x11),
+            Ok(_) => {}
+            Err(e) => {
+                adopted.x11_error = Some(e.to_string());
+                // The connection is unusable after a failed exchange: the
+                // namespace request needs a fresh one, asked again whose.
+                if opts.join_container {
+                    let mut client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
+                    let owner = client.step_uid()?;
+                    if owner != uid {
+                        return Err(AdoptError::OwnerChanged {
+                            job_id,
+                            socket: job.socket.path.clone(),
+                            owner,
+                        });
+                    }
+                    job.client = client;
+                }
+            }
         }
     }
     if opts.join_container {
@@ -256,6 +294,22 @@ pub fn adopt(
     }
     Ok(adopted)
 }
+
+/// A stepd that closes on ADD_EXTERN_PID, or whose socket is gone, has a
+/// job that is ending (24.11.6+ stepds close so for a cancelled step):
+/// the job vanished between the scan and the adoption.
+fn vanished_or(job_id: u32, e: StepdError) -> AdoptError {
+    match e {
+        StepdError::Closed { op, .. } if op == ADD_EXTERN_PID_OP => {
+            AdoptError::JobVanished { job_id }
+        }
+        e if e.is_stale_socket() => AdoptError::JobVanished { job_id },
+        e => AdoptError::Stepd(e),
+    }
+}
+
+/// The name the stepd client gives the ADD_EXTERN_PID exchange in its errors.
+const ADD_EXTERN_PID_OP: &str = "add_extern_pid";
 
 /// ADD_EXTERN_PID, once more if the stepd refused because it was still
 /// starting: its socket appears before its cgroups are ready, so a login

@@ -119,6 +119,8 @@ FAULTS
     reject-add-pid    answer ADD_EXTERN_PID with rc -1
     close-on-add-pid  close on ADD_EXTERN_PID without reading the pid, as a
                       stepd of 24.11.6 or later does for a cancelled step
+    bad-x11           adopt, then answer X11_DISPLAY with a 1 GiB
+                      xauthority length and close
 
   slurmd mode (--fault NAME)
     none              behave (the default)
@@ -682,6 +684,7 @@ mod tests {
             Fault::Slow(std::time::Duration::from_millis(40)),
             Fault::RejectAddPid,
             Fault::CloseOnAddPid,
+            Fault::BadX11,
         ] {
             assert_eq!(fault.to_string().parse::<Fault>(), Ok(fault));
         }

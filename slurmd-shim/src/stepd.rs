@@ -81,6 +81,9 @@ pub enum Fault {
     /// ADD_EXTERN_PID closes without reading the pid or replying, as
     /// 24.11.6+ stepds do when the step is being cancelled.
     CloseOnAddPid,
+    /// Adopts, then answers X11_DISPLAY with an xauthority length of 1 GiB
+    /// and closes: a stepd that breaks after the login is in the job.
+    BadX11,
 }
 
 impl fmt::Display for Fault {
@@ -96,6 +99,7 @@ impl fmt::Display for Fault {
             Fault::Slow(d) => write!(f, "slow={}", d.as_millis()),
             Fault::RejectAddPid => f.write_str("reject-add-pid"),
             Fault::CloseOnAddPid => f.write_str("close-on-add-pid"),
+            Fault::BadX11 => f.write_str("bad-x11"),
         }
     }
 }
@@ -103,7 +107,7 @@ impl fmt::Display for Fault {
 /// A fault name not in the list, or `slow=` without milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (expected none, hang-handshake, hang, close, reject-handshake, wrong-version, garbage, slow=MS, reject-add-pid or close-on-add-pid)"
+    "unknown fault {0:?} (expected none, hang-handshake, hang, close, reject-handshake, wrong-version, garbage, slow=MS, reject-add-pid, close-on-add-pid or bad-x11)"
 )]
 pub struct UnknownFault(pub String);
 
@@ -121,6 +125,7 @@ impl FromStr for Fault {
             "garbage" => Fault::Garbage,
             "reject-add-pid" => Fault::RejectAddPid,
             "close-on-add-pid" => Fault::CloseOnAddPid,
+            "bad-x11" => Fault::BadX11,
             other => {
                 let ms = other
                     .strip_prefix("slow=")
@@ -462,6 +467,10 @@ impl Connection<'_> {
     }
 
     fn x11_display(&mut self) -> bool {
+        if self.step.fault == Fault::BadX11 {
+            self.write_ints(&[1, 1 << 30]);
+            return false;
+        }
         let Some((display, path)) = &self.step.x11 else {
             return self.write_ints(&[0, 0]);
         };

@@ -957,3 +957,52 @@ fn adopt_in_session_adopts_in_both_phases() {
     bob.service("sshd", "adopt_in=session");
     assert_eq!(bob.probe("sshd", USER).rc(), PAM_PERM_DENIED);
 }
+
+#[test]
+fn a_stepd_closing_on_add_extern_pid_is_a_vanished_job_under_action_generic_failure() {
+    // 24.11.6+ stepds close on ADD_EXTERN_PID when the step is being
+    // cancelled: the job is going, which is not an adoption failure.
+    // Telling them apart: generic failure allows, adoption failure denies.
+    let node = Node::new();
+    let mut step = FakeStep::extern_step(12, USER_UID);
+    step.fault = Fault::CloseOnAddPid;
+    let _shim = node.shim(vec![step]);
+    node.service(
+        "sshd",
+        "action_generic_failure=allow action_adopt_failure=deny",
+    );
+    let p = node.probe("sshd", USER);
+    assert_eq!(
+        p.rc(),
+        PAM_SUCCESS,
+        "job_vanished follows action_generic_failure: {}",
+        p.stdout
+    );
+    assert_eq!(p.env("SLURM_JOB_ID"), None);
+
+    let mut step = FakeStep::extern_step(12, USER_UID);
+    step.fault = Fault::RejectAddPid;
+    drop(_shim);
+    let _shim = node.shim(vec![step]);
+    let p = node.probe("sshd", USER);
+    assert_eq!(
+        p.rc(),
+        PAM_PERM_DENIED,
+        "a refusal is adopt_failed: {}",
+        p.stdout
+    );
+}
+
+#[test]
+fn a_broken_x11_reply_after_adoption_leaves_the_login_adopted() {
+    let node = Node::new();
+    let mut step = FakeStep::extern_step(13, USER_UID);
+    step.fault = Fault::BadX11;
+    let shim = node.shim(vec![step]);
+    node.service("sshd", "join_container=false");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
+    assert_eq!(p.env("SLURM_JOB_ID").as_deref(), Some("13"));
+    assert_eq!(p.env("DISPLAY"), None);
+    assert_eq!(shim.added_pids(13), [p.pid as i32], "adopted once");
+}

@@ -560,6 +560,7 @@ fn the_environment_is_exported_and_a_bad_xauthority_is_not() {
                 display: 12,
                 xauthority: Some(xauthority.to_owned()),
             }),
+            x11_error: None,
             namespaces_joined: 0,
         }),
         ..FakeNode::default()
