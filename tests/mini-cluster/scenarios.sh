@@ -132,7 +132,8 @@ mc_cancel_all() {
 # Lines of NODE's auth.log after mark N (mc_mark prints N).
 mc_mark() { mc_exec "$1" "$2" wc -l </dev/null /var/log/auth.log | awk '{print $1}'; }
 mc_auth_since() { mc_exec "$1" "$2" tail -n "+$(($3 + 1))" /var/log/auth.log; }
-# Our module's decision line for the user since the mark: "decision job reason usec".
+# Our module's decision line for the user since the mark:
+# "decision job reason usec callerid".
 mc_decision() {
     local line=""
     # rsyslog writes a moment after sshd logs.
@@ -141,7 +142,7 @@ mc_decision() {
         [[ -n $line ]] && break
         sleep 0.2
     done
-    sed -nE 's/.* decision=([a-z]+) job=([^ ]+) reason=([a-z_]+) usec=([0-9]+).*/\1 \2 \3 \4/p' <<<"$line"
+    sed -nE 's/.* decision=([a-z]+) job=([^ ]+) reason=([a-z_]+) callerid=([^ ]+) usec=([0-9]+).*/\1 \2 \3 \5 \4/p' <<<"$line"
 }
 
 # Job of the remote shell, from its cgroup: "job_17/step_extern" -> 17.
@@ -243,6 +244,7 @@ mc_scenarios() {
     if [[ $m == ours ]]; then
         echo "       c2's line: ${d:-none}"
         mc_check "c2's syslog line says decision=adopt job=$j reason=callerid_match" _mc_eq "$(cut -d' ' -f1-3 <<<"$d")" "adopt $j callerid_match"
+        mc_check "c2's syslog line says callerid=$j (what c1's slurmd answered)" _mc_eq "$(cut -d' ' -f5 <<<"$d")" "$j"
     else
         mc_auth_since "$ver" c2 "$mark" | grep -E 'pam_slurm_adopt' | sed 's/^/       c2: /' | tail -n 3
     fi
@@ -253,6 +255,10 @@ mc_scenarios() {
     d=$(mc_decision "$ver" c2 "$mark")
     mc_record "login->c2_(J+K):_newest=K" "$m" "$(_mc_jk "$got" "$j" "$k")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
     _chk "$label: ssh login->c2 (no slurmd on login) follows action_unknown=newest: job $k" _mc_eq "$got" "job $k"
+    if [[ $m == ours ]]; then
+        mc_check "c2's syslog line says reason=newest_job callerid=failed (the RPC to login was refused)" \
+            _mc_eq "$(cut -d' ' -f3,5 <<<"$d")" "newest_job failed"
+    fi
 
     # Long-lived sessions, one per node, to be ended by scancel.
     docker exec -d "$(mc_container "$ver" login)" runuser -u "$MC_USER" -- ssh c1 "sleep 901"

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Tier 2, every reason code in a real log line. For each `reason=` code the
+# README lists, this sets up the situation that gives it, runs one PAM
+# transaction through the real libpam (pam-probe as root, a PAM service of
+# its own in /etc/pam.d, the module logging through rsyslog), reads the
+# decision line from /var/log/auth.log after a mark, and runs `adoptctl
+# check` on the same situation: both must give the expected decision and
+# reason. The stepds are the shim's, root-owned sockets in a spool dir of
+# this script's, so faults (a hung stepd, a refused or cancelled
+# adoption) are real sockets to the module. A code the README lists that
+# no case here or in run.sh/multi-job.sh gives fails the script.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/real-slurm/lib.sh
+source "$here/lib.sh"
+
+release=$repo/target/release
+module=$release/libpam_adopt.so
+probe=$release/pam-probe
+shim=$release/slurmd-shim
+adoptctl=$release/adoptctl
+for f in "$module" "$probe" "$shim" "$adoptctl"; do
+    [[ -x $f || -f $f ]] || { echo "reasons.sh: $f missing: cargo build --release --workspace" >&2; exit 1; }
+done
+
+service=adopt-reasons
+pam_file=/etc/pam.d/$service
+node=reasons
+user=adopt-alice
+uid=$(id -u "$user")
+other_uid=$(id -u adopt-bob)
+auth_log=/var/log/auth.log
+work=$(mktemp -d /tmp/slurm-adopt-reasons.XXXXXX)
+spool=$work/spool
+conf=$work/slurm.conf
+shim_pid=""
+slurmd_pid=""
+
+cleanup() {
+    stop_shim
+    [[ -z $slurmd_pid ]] || kill "$slurmd_pid" 2>/dev/null || true
+    rm -f "$pam_file"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+install -d -m 0755 "$spool"
+# A port for the shim's slurmd: free now, on loopback.
+slurmd_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$conf" <<EOF
+ClusterName=reasons
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdSpoolDir=$spool
+SlurmdPort=$slurmd_port
+NodeName=$node CPUs=1
+EOF
+
+# stepds STEP...: serve these steps (JOB:UID[:FAULT]) in the spool dir.
+stepds() {
+    stop_shim
+    local args=() s
+    for s in "$@"; do args+=(--step "$s"); done
+    "$shim" stepd --spool "$spool" --node "$node" "${args[@]}" >"$work/shim.log" 2>&1 &
+    shim_pid=$!
+    local want=$#
+    wait_until 5 bash -c "(( \$(find '$spool' -maxdepth 1 -type s | wc -l) >= $want ))" ||
+        { echo "reasons.sh: the stepd shim did not come up"; cat "$work/shim.log"; return 1; }
+}
+stop_shim() {
+    if [[ -n $shim_pid ]]; then
+        kill "$shim_pid" 2>/dev/null || true
+        wait "$shim_pid" 2>/dev/null || true
+        shim_pid=""
+    fi
+    find "$spool" -maxdepth 1 -type s -delete 2>/dev/null || true
+}
+
+# The module's line for this service, written after byte offset $1.
+decision_since() {
+    local mark=$1 line=""
+    for _ in $(seq 50); do
+        line=$(tail -c "+$((mark + 1))" "$auth_log" | grep -E "pam_adopt\\($service:account\\): user=" | tail -n1 || true)
+        [[ -n $line ]] && break
+        sleep 0.1
+    done
+    sed -nE 's/.* decision=([a-z]+) job=([^ ]+) reason=([a-z_]+) callerid=([^ ]+) usec=.*/\1 \3 \4/p' <<<"$line"
+}
+
+seen_reasons=()
+
+# case NAME USER EXPECTED("decision reason callerid") MODULE-ARGS [PROBE-ARGS...]
+run_case() {
+    local name=$1 who=$2 want=$3 args=$4
+    shift 4
+    printf 'account required %s service=%s conf=%s nodename=%s %s\n' \
+        "$module" "$service" "$conf" "$node" "$args" >"$pam_file"
+    local mark got
+    mark=$(stat -c %s "$auth_log")
+    "$probe" "$@" "$service" "$who" account >"$work/probe.out" 2>&1 || true
+    got=$(decision_since "$mark")
+    check "$name: the module logs decision/reason/callerid '$want'" test "$got" = "$want"
+    local check_args=() from
+    from=$(sed -n 's/^--tcp-to=//p' <<<"${1:-}")
+    [[ -z $from ]] || check_args=(--from "$from" --to 127.0.0.1:22)
+    local text rc=0
+    # shellcheck disable=SC2086
+    text=$("$adoptctl" check "$who" --service "$service" "${check_args[@]}" -- \
+        service="$service" conf="$conf" nodename="$node" $args 2>&1) || rc=$?
+    local line
+    line=$(sed -nE 's/^decision line: .* decision=([a-z]+) job=([^ ]+) reason=([a-z_]+) callerid=([^ ]+) usec=.*/\1 \3 \4/p' <<<"$text")
+    local module_dr=${got% *} check_dr=${line% *}
+    check "$name: adoptctl check gives the module's decision and reason ('$module_dr')" test "$check_dr" = "$module_dr"
+    local want_rc=0
+    [[ ${want%% *} != deny ]] || want_rc=1
+    check "$name: adoptctl check exits $want_rc" test "$rc" -eq "$want_rc"
+    seen_reasons+=("$(cut -d' ' -f2 <<<"$got")")
+}
+
+echo "=== every reason code in a real decision line"
+stop_shim
+printf 'account required %s\n' "$module" >"$pam_file"
+mark=$(stat -c %s "$auth_log")
+"$probe" "$service" "$user" account >/dev/null 2>&1 || true
+got=$(decision_since "$mark")
+check "service_not_listed: a service not in service= is ignored, with a line" test "$got" = "ignore service_not_listed -"
+seen_reasons+=(service_not_listed)
+
+run_case "no_user" "" "deny no_user -" ""
+run_case "unknown_user" adopt-nosuchuser "deny unknown_user -" ""
+run_case "unknown_user, action_generic_failure=ignore" adopt-nosuchuser "ignore unknown_user -" "action_generic_failure=ignore"
+run_case "root" root "ignore root -" ""
+run_case "node_setup (no such slurm.conf)" "$user" "deny node_setup -" "conf=$work/missing.conf"
+
+# A spool dir that is not there: the listing fails.
+mv "$spool" "$spool.away"
+run_case "spool (SlurmdSpoolDir missing)" "$user" "deny spool -" ""
+mv "$spool.away" "$spool"
+
+run_case "no_jobs" "$user" "deny no_jobs -" ""
+stepds "7:$other_uid"
+run_case "no_jobs beside another user's job" "$user" "deny no_jobs -" ""
+stepds "7:$uid:hang"
+run_case "stepd_unreachable (the user's stepd hangs)" "$user" "deny stepd_unreachable -" "timeout_ms=600"
+stepds "8:$uid"
+run_case "only_job" "$user" "adopt only_job -" ""
+stepds "8:$uid:reject-add-pid"
+run_case "adopt_failed (ADD_EXTERN_PID refused)" "$user" "deny adopt_failed -" ""
+run_case "adopt_failed, action_adopt_failure=allow" "$user" "allow adopt_failed -" "action_adopt_failure=allow"
+stepds "8:$uid:close-on-add-pid"
+run_case "job_vanished (the stepd closes on ADD_EXTERN_PID)" "$user" "deny job_vanished -" ""
+
+stepds "8:$uid" "9:$uid"
+run_case "newest_job (two jobs, no TCP peer)" "$user" "adopt newest_job no_tcp_socket" ""
+run_case "unknown_allow" "$user" "allow unknown_allow no_tcp_socket" "action_unknown=allow"
+run_case "unknown_deny" "$user" "deny unknown_deny no_tcp_socket" "action_unknown=deny"
+
+# callerid: the shim's slurmd on the conf's SlurmdPort, signing with the
+# host's munged, names job 8 for any connection.
+"$shim" slurmd --listen "127.0.0.1:$slurmd_port" --munge-socket /run/munge/munge.socket.2 \
+    --answer 8 >"$work/slurmd.log" 2>&1 &
+slurmd_pid=$!
+wait_until 5 bash -c "ss -ltnH '( sport = :$slurmd_port )' | grep -q ." ||
+    { echo "reasons.sh: the slurmd shim did not listen"; cat "$work/slurmd.log"; }
+run_case "callerid_match (the source slurmd names the older job)" "$user" "adopt callerid_match 8" "" \
+    "--tcp-to=127.0.0.1:$slurmd_port"
+kill "$slurmd_pid" 2>/dev/null || true
+wait "$slurmd_pid" 2>/dev/null || true
+slurmd_pid=""
+run_case "callerid failed (slurmd gone): newest_job" "$user" "adopt newest_job failed" "timeout_ms=800" \
+    "--tcp-to=127.0.0.1:22"
+stop_shim
+
+echo "=== every code the README lists has a case"
+readme_codes=$(sed -n '/^| `reason=` code/,/^$/p' "$repo/README.md" | sed -nE 's/^\| `([a-z_]+)`.*/\1/p')
+check "the README's reason table lists codes" test -n "$readme_codes"
+for code in $readme_codes; do
+    found=no
+    for s in "${seen_reasons[@]}"; do [[ $s == "$code" ]] && found=yes; done
+    check "reason=$code seen in a real decision line" test "$found" = yes
+done
+
+summary
