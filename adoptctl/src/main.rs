@@ -4,7 +4,7 @@
 mod doctor;
 mod pamstack;
 mod report;
-mod slurmlines;
+mod root;
 mod sshdconf;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
             json,
         } => {
             let args = doctor::Args {
-                root: doctor::Root::new(root),
+                root: root::Root::new(root),
                 service: pam_service,
                 pam_file,
                 sshd_config,
