@@ -140,8 +140,8 @@ fn include(
         Path::new("/etc/ssh").join(pattern)
     };
     let host = root.host(&node_path);
-    // sshd's Include takes `*` and `?`; an unreadable directory matches
-    // nothing, as glob(3) makes it for sshd.
+    // sshd's Include takes `*` and `?`. A missing or unreadable directory
+    // matches nothing, which is what sshd's glob(3) call makes of it.
     let files = pathglob::expand(&host, Wildcards::StarAndQuestion).unwrap_or_default();
     for file in files {
         match fs::read(&file) {
