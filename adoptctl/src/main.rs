@@ -5,7 +5,7 @@ mod check;
 mod doctor;
 mod pamstack;
 mod report;
-mod slurmlines;
+mod root;
 mod sshdconf;
 
 use std::net::SocketAddr;
@@ -146,7 +146,7 @@ fn main() -> ExitCode {
             json,
         } => {
             let args = doctor::Args {
-                root: doctor::Root::new(root),
+                root: root::Root::new(root),
                 service: pam_service,
                 pam_file,
                 sshd_config,

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::doctor::Root;
+use crate::root::Root;
 
 /// Linux-PAM refuses deeper nesting; so do we, which also ends loops.
 const MAX_DEPTH: usize = 16;
@@ -221,7 +221,7 @@ fn read_file(
                 dash,
                 control: Control::parse(control),
                 module: module.clone(),
-                args: tokens[3..].to_vec(),
+                args: tokens.get(3..).unwrap_or_default().to_vec(),
                 file: path.to_owned(),
                 line,
                 in_substack: substack,

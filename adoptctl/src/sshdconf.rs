@@ -5,7 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::doctor::Root;
+use slurm_node::pathglob::{self, Wildcards};
+
+use crate::root::Root;
 
 const MAX_DEPTH: usize = 16;
 
@@ -92,7 +94,7 @@ fn parse(
         let args = split_args(rest);
         match keyword.as_str() {
             "match" => {
-                let all = args.len() == 1 && args[0].eq_ignore_ascii_case("all");
+                let all = matches!(args.as_slice(), [only] if only.eq_ignore_ascii_case("all"));
                 *block = (!all).then(|| MatchBlock {
                     criteria: rest.to_owned(),
                     file: path.to_owned(),
@@ -138,8 +140,10 @@ fn include(
         Path::new("/etc/ssh").join(pattern)
     };
     let host = root.host(&node_path);
-    // sshd's Include takes `*` and `?`.
-    for file in expand_last_component(&host, &['*', '?']) {
+    // sshd's Include takes `*` and `?`. A missing or unreadable directory
+    // matches nothing, which is what sshd's glob(3) call makes of it.
+    let files = pathglob::expand(&host, Wildcards::StarAndQuestion).unwrap_or_default();
+    for file in files {
         match fs::read(&file) {
             Ok(bytes) => {
                 // A Match inside an included file ends with that file.
@@ -160,56 +164,6 @@ fn include(
             )),
         }
     }
-}
-
-/// Files matching `pattern`, sorted, when its last component holds one of
-/// `specials` (matched with [`wildcard`]); otherwise the pattern itself,
-/// so a missing file is reported by whoever reads it. Dot files are never
-/// matched, as in the shells and daemons whose includes this follows.
-pub fn expand_last_component(pattern: &Path, specials: &[char]) -> Vec<PathBuf> {
-    let name = pattern
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains(specials) {
-        return vec![pattern.to_owned()];
-    }
-    let dir = pattern.parent().unwrap_or(Path::new("/"));
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            (!n.starts_with('.') && wildcard(&name, &n)).then(|| e.path())
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-/// fnmatch with `*` and `?` only.
-pub fn wildcard(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// Blank-separated arguments; double quotes group.
@@ -246,15 +200,6 @@ fn split_args(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard("*.conf", "10-site.conf"));
-        assert!(!wildcard("*.conf", "10-site.conf.bak"));
-        assert!(wildcard("a?c*", "abcdef"));
-        assert!(wildcard("*", ""));
-        assert!(!wildcard("?", ""));
-    }
 
     #[test]
     fn first_global_value_wins_and_match_all_ends_a_block() {

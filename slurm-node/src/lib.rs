@@ -8,6 +8,7 @@ pub mod conf;
 pub mod hostlist;
 pub mod netinfo;
 pub mod nodename;
+pub mod pathglob;
 pub mod rpc;
 pub mod select;
 pub mod session;

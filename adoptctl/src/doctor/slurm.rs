@@ -1,0 +1,257 @@
+//! slurm.conf: the settings adoption depends on (PrologFlags=Contain,
+//! proctrack/cgroup, task/cgroup), the hooks it names, and whether this
+//! host is a compute node. Each finding points at the line that sets the
+//! value, through Include, from the reader's own provenance.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use slurm_node::conf::{ConfError, SlurmConf};
+use slurm_node::nodename;
+use slurm_node::pathglob::{self, Wildcards};
+
+use super::findings::Findings;
+use crate::report::Status;
+
+/// Check the node's slurm.conf at `conf_node_path`, for the node named
+/// `nodename` or else the one this host (`hostname`, else the kernel's
+/// name) resolves to; returns the config for the checks that need it.
+pub fn checks(
+    d: &mut Findings<'_>,
+    conf_node_path: &Path,
+    nodename: Option<&str>,
+    hostname: Option<&str>,
+) -> Option<SlurmConf> {
+    let path = d.root().host(conf_node_path);
+    let conf = match SlurmConf::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            let (file, line) = conf_error_place(&e, &path);
+            d.push(
+                "slurm-conf",
+                Status::Fail,
+                Some((file.as_path(), line)),
+                format!("cannot read slurm.conf: {e}"),
+                "fix slurm.conf (or conf= on the PAM line); the module denies every login while it cannot read it",
+            );
+            return None;
+        }
+    };
+    let place = |key: &str| {
+        conf.origin(key)
+            .map(|o| (o.file.clone(), Some(o.line)))
+            .unwrap_or((path.clone(), None))
+    };
+
+    let (f, l) = place("PrologFlags");
+    if conf.has_prolog_flag("contain") {
+        d.ok(
+            "prolog-flags",
+            Some((&f, l)),
+            "PrologFlags has Contain: every job gets an extern step".to_owned(),
+        );
+    } else {
+        d.push(
+            "prolog-flags",
+            Status::Fail,
+            Some((&f, l)),
+            "PrologFlags lacks Contain: jobs get no extern step, so every login is denied",
+            "add Contain to PrologFlags, restart slurmctld and every slurmd, and let jobs started before drain",
+        );
+    }
+
+    let (f, l) = place("ProctrackType");
+    let proctrack = conf.proctrack_type.clone().unwrap_or_default();
+    if proctrack.eq_ignore_ascii_case("proctrack/cgroup") {
+        d.ok(
+            "proctrack",
+            Some((&f, l)),
+            "ProctrackType=proctrack/cgroup".to_owned(),
+        );
+    } else {
+        let shown = if proctrack.is_empty() {
+            "unset"
+        } else {
+            &proctrack
+        };
+        d.push(
+            "proctrack",
+            Status::Fail,
+            Some((&f, l)),
+            format!(
+                "ProctrackType is {shown}: adopted logins are not tracked or killed with the job"
+            ),
+            "set ProctrackType=proctrack/cgroup and restart the Slurm daemons",
+        );
+    }
+
+    let (f, l) = place("TaskPlugin");
+    if conf
+        .task_plugin
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("task/cgroup"))
+    {
+        d.ok(
+            "task-plugin",
+            Some((&f, l)),
+            format!("TaskPlugin={}", conf.task_plugin.join(",")),
+        );
+    } else {
+        d.push(
+            "task-plugin",
+            Status::Fail,
+            Some((&f, l)),
+            "TaskPlugin lacks task/cgroup: adopted logins are not held to the job's CPUs and memory",
+            "add task/cgroup to TaskPlugin and restart the Slurm daemons",
+        );
+    }
+
+    hook_checks(d, &conf, &path);
+    node_check(d, &conf, &path, nodename, hostname);
+    Some(conf)
+}
+
+fn conf_error_place(e: &ConfError, path: &Path) -> (PathBuf, Option<usize>) {
+    match e {
+        ConfError::Read { path, .. } => (path.clone(), None),
+        ConfError::Syntax { path, line, .. }
+        | ConfError::Include { path, line, .. }
+        | ConfError::IncludeLoop { path, line, .. }
+        | ConfError::IncludeDepth { path, line, .. } => (path.clone(), Some(*line)),
+        #[allow(unreachable_patterns)]
+        _ => (path.to_owned(), None),
+    }
+}
+
+fn hook_checks(d: &mut Findings<'_>, conf: &SlurmConf, conf_path: &Path) {
+    let mut hooks: Vec<(&str, String)> = Vec::new();
+    hooks.extend(conf.prologs.iter().map(|p| ("Prolog", p.clone())));
+    hooks.extend(conf.epilogs.iter().map(|p| ("Epilog", p.clone())));
+    hooks.extend(conf.task_prolog.iter().map(|p| ("TaskProlog", p.clone())));
+    if hooks.is_empty() {
+        d.ok(
+            "hooks",
+            Some((conf_path, None)),
+            "no Prolog, Epilog or TaskProlog configured".to_owned(),
+        );
+    }
+    for (key, value) in hooks {
+        let (file, line) = conf
+            .provenance
+            .all(key)
+            .rev()
+            .find(|s| s.value == value)
+            .map(|s| (s.origin.file.clone(), Some(s.origin.line)))
+            .unwrap_or((conf_path.to_owned(), None));
+        let place = Some((file.as_path(), line));
+        if !value.starts_with('/') {
+            d.push(
+                "hooks",
+                Status::Fail,
+                place,
+                format!("{key}={value} is not an absolute path"),
+                format!("give {key} an absolute path"),
+            );
+            continue;
+        }
+        let node_path = PathBuf::from(&value);
+        let targets = if value.contains('*') {
+            // A directory that cannot be read matches nothing, which is
+            // what this finding reports.
+            let found =
+                pathglob::expand(&d.root().host(&node_path), Wildcards::Star).unwrap_or_default();
+            if found.is_empty() {
+                d.push(
+                    "hooks",
+                    Status::Warn,
+                    place,
+                    format!("{key}={value} matches no file"),
+                    format!("install the scripts {key} names, or remove the line"),
+                );
+            }
+            found
+        } else {
+            vec![d.root().host(&node_path)]
+        };
+        for target in targets {
+            let shown = d.root().shown(&target);
+            match fs::metadata(&target) {
+                Err(_) if d.root().lacks_tree_of(&node_path) => d.push(
+                    "hooks",
+                    Status::Warn,
+                    place,
+                    format!("{key} {shown} is outside the --root copy and was not checked"),
+                    format!("copy {shown} too, or run doctor on the node"),
+                ),
+                Err(e) => d.push(
+                    "hooks",
+                    Status::Fail,
+                    place,
+                    format!("{key} {shown}: {e}: slurmd fails the job on this node and drains it"),
+                    format!("install {shown} (the slurm-adopt package puts its hooks in /usr/libexec/slurm-adopt/) or fix the {key} line"),
+                ),
+                Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => d.push(
+                    "hooks",
+                    Status::Fail,
+                    place,
+                    format!("{key} {shown} is not an executable file: slurmd fails the job on this node and drains it"),
+                    format!("chmod 0755 {shown}"),
+                ),
+                Ok(_) => d.ok("hooks", place, format!("{key} {shown} is executable")),
+            }
+        }
+    }
+}
+
+fn node_check(
+    d: &mut Findings<'_>,
+    conf: &SlurmConf,
+    path: &Path,
+    nodename: Option<&str>,
+    hostname: Option<&str>,
+) {
+    let (entry, asked) = match nodename {
+        Some(n) => (conf.node(n), format!("node name {n}")),
+        None => {
+            let host = match hostname {
+                Some(h) => h.to_owned(),
+                None => match nodename::local_hostname() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        d.push(
+                            "login-node",
+                            Status::Warn,
+                            Some((path, None)),
+                            format!("cannot tell which node this is: {e}"),
+                            "give --nodename or --hostname",
+                        );
+                        return;
+                    }
+                },
+            };
+            (nodename::resolve(conf, &host), format!("host {host}"))
+        }
+    };
+    match entry {
+        Some(n) => {
+            // The NodeName line that names it, for the reader.
+            let (file, line) = match conf.node_origin(&n.name) {
+                Some(o) => (o.file.as_path(), Some(o.line)),
+                None => (path, None),
+            };
+            d.ok(
+                "login-node",
+                Some((file, line)),
+                format!("{asked} is compute node {} in slurm.conf", n.name),
+            )
+        }
+        None => d.push(
+            "login-node",
+            Status::Fail,
+            Some((path, None)),
+            format!("{asked} is not a compute node in slurm.conf; pam_adopt would deny everyone"),
+            "do not enable the module on login nodes; on a compute node add nodename=<NodeName> to the PAM line",
+        ),
+    }
+}

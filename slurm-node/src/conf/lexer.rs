@@ -1,0 +1,338 @@
+//! The lexical layer both slurm.conf and cgroup.conf share: reading a file
+//! safely, comments, continuations and escapes, `Key=Value` pairs, and
+//! `Include` expanded in place with loop and depth checks. What a key
+//! means is left to a [`Sink`]; where each line came from is recorded as
+//! the file is read, so errors and provenance name the included file.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfError, MAX_INCLUDE_DEPTH};
+use super::provenance::{Origin, Provenance, Setting};
+use crate::pathglob::{self, Wildcards};
+
+/// The reader runs inside sshd; a config pointing at a huge or endless file
+/// must not exhaust its memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Refuses anything but a regular file before opening it: opening a FIFO
+/// would block the login forever.
+pub(super) fn read_text(path: &Path) -> io::Result<String> {
+    if !fs::metadata(path)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    // Slurm reads bytes; a stray Latin-1 byte in a comment must not make the
+    // whole file unreadable.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// C's isspace() in the C locale, which Slurm's parser uses; Rust's ASCII
+/// whitespace lacks the vertical tab.
+pub(super) fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
+pub(super) fn is_blank(s: &str) -> bool {
+    s.chars().all(is_space)
+}
+
+/// A line after comments, continuations and escapes were handled; `number`
+/// is its first physical line, which is where an admin looks.
+#[derive(Debug)]
+struct Line {
+    number: usize,
+    text: String,
+}
+
+fn logical_lines(text: &str) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut joined = String::new();
+    let mut first: Option<usize> = None;
+    for (i, raw) in text.split('\n').enumerate() {
+        let code = strip_comment(raw);
+        let start = *first.get_or_insert(i + 1);
+        match continued(code) {
+            Some(kept) => joined.push_str(kept),
+            None => {
+                joined.push_str(code);
+                lines.push(Line {
+                    number: start,
+                    text: unescape(&joined),
+                });
+                joined.clear();
+                first = None;
+            }
+        }
+    }
+    // A continuation on the last line joins nothing; keep what there was.
+    if let Some(start) = first {
+        lines.push(Line {
+            number: start,
+            text: unescape(&joined),
+        });
+    }
+    lines
+}
+
+/// Everything from the first `#` not escaped by an odd run of backslashes.
+fn strip_comment(line: &str) -> &str {
+    let mut backslashes = 0usize;
+    for (i, c) in line.char_indices() {
+        match c {
+            '#' if backslashes % 2 == 0 => return &line[..i],
+            '\\' => backslashes += 1,
+            _ => backslashes = 0,
+        }
+    }
+    line
+}
+
+/// For a line ending (blanks aside) in an odd run of backslashes, the line
+/// without the last backslash and what follows it. An even run is escaped
+/// backslashes, not a continuation.
+fn continued(line: &str) -> Option<&str> {
+    let trimmed = line.trim_end_matches(is_space);
+    let run = trimmed.len() - trimmed.trim_end_matches('\\').len();
+    (run % 2 == 1).then(|| &trimmed[..trimmed.len() - 1])
+}
+
+/// `\x` becomes `x`; a lone trailing backslash disappears.
+fn unescape(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The leading `Key=Value` of `s`, and the text after it. `Key = Value`,
+/// `Key+=Value` (the operator is ignored, as Slurm does for plain keys) and
+/// `Key="quoted value"` are accepted; an unterminated quote is part of a
+/// plain value.
+pub(super) fn next_pair(s: &str) -> Option<(&str, &str, &str)> {
+    let s = s.trim_start_matches(is_space);
+    let key_len = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(s.len());
+    if key_len == 0 {
+        return None;
+    }
+    let (key, rest) = s.split_at(key_len);
+    let rest = rest.trim_start_matches(is_space);
+    let rest = rest
+        .strip_prefix(['-', '*', '+', '/'])
+        .unwrap_or(rest)
+        .strip_prefix('=')?
+        .trim_start_matches(is_space);
+    if let Some(quoted) = rest.strip_prefix('"') {
+        if let Some(end) = quoted.find('"') {
+            let after = &quoted[end + 1..];
+            if after.chars().next().is_none_or(is_space) {
+                return Some((key, &quoted[..end], after));
+            }
+        }
+    }
+    let len = rest.find(is_space).unwrap_or(rest.len());
+    if len == 0 {
+        return None;
+    }
+    Some((key, &rest[..len], &rest[len..]))
+}
+
+/// Where a line came from, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At<'a> {
+    pub(super) path: &'a Path,
+    pub(super) line: usize,
+}
+
+impl At<'_> {
+    pub(super) fn err(&self, message: impl Into<String>) -> ConfError {
+        ConfError::Syntax {
+            path: self.path.to_owned(),
+            line: self.line,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a file's contents mean; the reader only handles lexing and includes.
+pub(super) trait Sink {
+    /// One line's leading `key=value`; `rest` is the unparsed remainder.
+    fn entry(&mut self, at: At<'_>, key: &str, value: &str, rest: &str) -> Result<(), ConfError>;
+    /// ClusterName so far, for `%c` in Include paths.
+    fn cluster_name(&self) -> Option<&str>;
+}
+
+pub(super) struct Reader<'s, S: Sink> {
+    base_dir: PathBuf,
+    /// Identities of the files being read, outermost first.
+    stack: Vec<PathBuf>,
+    sink: &'s mut S,
+    provenance: Provenance,
+}
+
+impl<S: Sink> Reader<'_, S> {
+    /// Feed `text`, the contents of `path`, and the files it includes to
+    /// `sink`; returns where each line's setting was written.
+    pub(super) fn run(text: &str, path: &Path, sink: &mut S) -> Result<Provenance, ConfError> {
+        let mut reader = Reader {
+            base_dir: path.parent().map(Path::to_owned).unwrap_or_default(),
+            stack: vec![file_identity(path)],
+            sink,
+            provenance: Provenance::default(),
+        };
+        reader.parse(text, path)?;
+        Ok(reader.provenance)
+    }
+
+    fn parse(&mut self, text: &str, path: &Path) -> Result<(), ConfError> {
+        for line in logical_lines(text) {
+            let at = At {
+                path,
+                line: line.number,
+            };
+            let text = line.text.as_str();
+            if let Some(target) = include_directive(text) {
+                let target = target.map_err(|m| at.err(m))?;
+                self.include(at, target)?;
+                continue;
+            }
+            match next_pair(text) {
+                Some((key, value, rest)) => {
+                    self.sink.entry(at, key, value, rest)?;
+                    self.provenance.push(Setting {
+                        key: key.to_ascii_lowercase(),
+                        value: value.to_owned(),
+                        origin: Origin {
+                            file: path.to_owned(),
+                            line: line.number,
+                        },
+                    });
+                }
+                None if is_blank(text) => {}
+                None => {
+                    return Err(at.err(format!(
+                        "cannot parse \"{}\": expected Key=Value",
+                        text.trim_matches(is_space)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn include(&mut self, at: At<'_>, name: &str) -> Result<(), ConfError> {
+        let name = if name.contains("%c") {
+            let cluster = self.sink.cluster_name().ok_or_else(|| {
+                at.err(format!(
+                    "Include {name}: %c needs ClusterName to be set before this line"
+                ))
+            })?;
+            name.replace("%c", &cluster.to_ascii_lowercase())
+        } else {
+            name.to_owned()
+        };
+        let target = self.base_dir.join(&name);
+        let dir_has_star = target
+            .parent()
+            .is_some_and(|p| Wildcards::Star.any_in(&p.to_string_lossy()));
+        if dir_has_star {
+            return Err(at.err(format!(
+                "Include {name}: '*' is only supported in the last path component"
+            )));
+        }
+        // A name without a wildcard comes back as itself.
+        let files =
+            pathglob::expand(&target, Wildcards::Star).map_err(|source| ConfError::Include {
+                path: at.path.to_owned(),
+                line: at.line,
+                target: target.clone(),
+                source,
+            })?;
+        for file in files {
+            self.include_file(at, &file)?;
+        }
+        Ok(())
+    }
+
+    fn include_file(&mut self, at: At<'_>, target: &Path) -> Result<(), ConfError> {
+        if self.stack.len() > MAX_INCLUDE_DEPTH {
+            return Err(ConfError::IncludeDepth {
+                path: at.path.to_owned(),
+                line: at.line,
+                target: target.to_owned(),
+            });
+        }
+        let id = file_identity(target);
+        if self.stack.contains(&id) {
+            return Err(ConfError::IncludeLoop {
+                path: at.path.to_owned(),
+                line: at.line,
+                target: target.to_owned(),
+            });
+        }
+        let text = read_text(target).map_err(|source| ConfError::Include {
+            path: at.path.to_owned(),
+            line: at.line,
+            target: target.to_owned(),
+            source,
+        })?;
+        self.stack.push(id);
+        let result = self.parse(&text, target);
+        self.stack.pop();
+        result
+    }
+}
+
+/// Two spellings of one file must count as one for the loop check.
+fn file_identity(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// `Include file` (any case) at the very start of the line, as Slurm
+/// recognises it: a line starting with blanks is not an include.
+fn include_directive(line: &str) -> Option<Result<&str, String>> {
+    let head = line.as_bytes().get(..7)?;
+    if !head.eq_ignore_ascii_case(b"include") {
+        return None;
+    }
+    let rest = line.get(7..)?;
+    if !rest.is_empty() && !rest.starts_with(is_space) {
+        return None;
+    }
+    let rest = rest.trim_start_matches(is_space);
+    let end = rest.find(is_space).unwrap_or(rest.len());
+    let (name, after) = rest.split_at(end);
+    Some(if name.is_empty() {
+        Err("Include without a file name".to_owned())
+    } else if !is_blank(after) {
+        Err(format!(
+            "Include {name}: unexpected text after the file name: \"{}\"",
+            after.trim_matches(is_space)
+        ))
+    } else {
+        Ok(name)
+    })
+}
