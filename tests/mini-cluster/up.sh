@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The newcomer command: bring up a Dockerized Slurm cluster (ctl, c1, c2 and
 # a login node) with pam_adopt.so in the compute nodes' sshd, building
-# whatever is missing (rootfs by debootstrap, images, the toolkit), run a
-# short demo and leave the cluster running.
+# whatever is missing (build deps, Docker, rootfs by debootstrap, images,
+# the toolkit), run a short demo and leave the cluster running.
 #   sudo tests/mini-cluster/up.sh [--version 22.05|24.11|26.05]   (default 24.11)
 # tests/mini-cluster/down.sh removes it again.
 set -euo pipefail
@@ -20,8 +20,11 @@ while (($#)); do
     esac
 done
 mc_suite "$ver" >/dev/null
-mc_require_docker
 mc_require_root
+# The first command on a fresh machine: install and start the engine rather
+# than stop for lack of it (the build deps come with mc_build_binaries,
+# debootstrap with mc_rootfs).
+mc_ensure_docker
 
 t0=$SECONDS
 mc_build_binaries
