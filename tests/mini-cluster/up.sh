@@ -53,6 +53,11 @@ demo "ssh c2 hostname     # no job on c2"
 run_as "ssh c2 hostname"
 echo
 echo "c1's syslog:"
+# rsyslog writes a moment after sshd logs: wait for the adopt line.
+for _ in $(seq 1 20); do
+    docker exec "$(mc_container "$ver" c1)" grep -q "decision=adopt job=$job " /var/log/auth.log && break
+    sleep 0.2
+done
 docker exec "$(mc_container "$ver" c1)" grep 'pam_adopt(sshd:account): user=' /var/log/auth.log | tail -n 2 | sed 's/^/  /'
 
 cat <<EOT
