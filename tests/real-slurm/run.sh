@@ -66,6 +66,7 @@ scenarios() {
     job=$(submit_job "$user")
     wait_job_running "$job"
     out=$work/$m-adopt.out
+    [[ $m == ours ]] && { adopt_job=$job; adopt_mark=$(log_mark /var/log/auth.log); }
     # shellcheck disable=SC2016 # expanded by the remote shell
     sshpid=$(ssh_session "$out" 'echo pid=$$; echo jobid=${SLURM_JOB_ID:-none}; cat /proc/self/cgroup; sleep 60')
     if wait_for_line "$out" '^pid='; then
@@ -133,10 +134,13 @@ scenarios() {
     cancel_job "$job"
 }
 
+# Set by scenario 2 with our module: its job, and auth.log's size before
+# its login, so only that login's decision line can pass the check below.
+adopt_job=none adopt_mark=0
 scenarios ours
 # The decision line in syslog, with the reason code.
 check "pam_adopt: one syslog line per decision in /var/log/auth.log" \
-    grep -Eq "pam_adopt\(sshd:account\): user=$user uid=[0-9]+ service=sshd rhost=127.0.0.1 pid=[0-9]+ decision=adopt job=[0-9]+ reason=only_job usec=[0-9]+" /var/log/auth.log
+    log_has /var/log/auth.log "$adopt_mark" "pam_adopt\(sshd:account\): user=$user uid=[0-9]+ service=sshd rhost=127.0.0.1 pid=[0-9]+ decision=adopt job=$adopt_job reason=only_job usec=[0-9]+"
 scenarios theirs
 
 echo
