@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: installs what it needs, then runs every tier.
 #   tier 1: fmt, clippy, cargo test --workspace (unit, shim, module under
-#           pam_wrapper), then cargo fuzz for a bounded time per target
+#           pam_wrapper, whose suite also re-runs itself as nobody so its
+#           non-root branches run), then cargo fuzz for a bounded time per
+#           target
 #   tier 2: real Slurm on this host (slurmctld, slurmd, munge, sshd) with
 #           ssh logins through the real PAM stack (one job, several jobs and
 #           the callerid RPC), parity with Debian's pam_slurm_adopt.so, the
