@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: installs what it needs, then runs every tier.
 #   tier 1: fmt, clippy, cargo test --workspace (unit, shim, module under
-#           pam_wrapper), then cargo fuzz for a bounded time per target
+#           pam_wrapper, whose suite also re-runs itself as nobody so its
+#           non-root branches run), then cargo fuzz for a bounded time per
+#           target
 #   tier 2: real Slurm on this host (slurmctld, slurmd, munge, sshd) with
 #           ssh logins through the real PAM stack (one job, several jobs and
 #           the callerid RPC), parity with Debian's pam_slurm_adopt.so, the
@@ -55,6 +57,10 @@ tier2_multi_job() {
     tests/real-slurm/multi-job.sh 2>&1 | tee "$log_dir/real-slurm-multi-job.log"
 }
 
+tier2_reasons() {
+    tests/real-slurm/reasons.sh 2>&1 | tee "$log_dir/real-slurm-reasons.log"
+}
+
 tier2_hooks() {
     tests/real-slurm/hooks.sh 2>&1 | tee "$log_dir/real-slurm-hooks.log"
 }
@@ -71,6 +77,7 @@ stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
 stage "tier 2: release build" cargo build --release --quiet --workspace
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
 stage "tier 2: several jobs per user, callerid RPC" tier2_multi_job
+stage "tier 2: every reason code in a real log line, adoptctl check agreeing" tier2_reasons
 stage "tier 2: Prolog, Epilog and TaskProlog hooks" tier2_hooks
 stage "tier 2: Debian package: build, lintian, dpkg -i, doctor, logins, purge" tier2_package
 stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh

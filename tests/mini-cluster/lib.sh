@@ -119,7 +119,12 @@ mc_base_image() {
 # The toolkit's release build (cargo skips it when nothing changed).
 mc_build_binaries() {
     export PATH="$HOME/.cargo/bin:/root/.cargo/bin:$PATH"
-    command -v cargo >/dev/null 2>&1 || mc_die "cargo not found: install Rust (tests/scripts/install-build-deps.sh) and run this again"
+    command -v cargo >/dev/null 2>&1 || mc_die "cargo not found: install Rust (https://rustup.rs) and run this again"
+    # The link needs Debian's -dev packages (-lpam, -lmunge) that a fresh
+    # machine lacks; up.sh may be the first command run on it, so it
+    # installs them itself, as tests/run-all.sh does (a no-op when present).
+    "$MC_REPO/tests/scripts/install-build-deps.sh" >&2 ||
+        mc_die "tests/scripts/install-build-deps.sh failed (see above)"
     mc_say "cargo build --release (pam_adopt, adoptctl, hooks)"
     (cd "$MC_REPO" && cargo build --release --quiet --workspace) ||
         mc_die "cargo build --release failed (see above)"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The newcomer command: bring up a Dockerized Slurm cluster (ctl, c1, c2 and
 # a login node) with pam_adopt.so in the compute nodes' sshd, building
-# whatever is missing (rootfs by debootstrap, images, the toolkit), run a
-# short demo and leave the cluster running.
+# whatever is missing (build deps, Docker, rootfs by debootstrap, images,
+# the toolkit), run a short demo and leave the cluster running.
 #   sudo tests/mini-cluster/up.sh [--version 22.05|24.11|26.05]   (default 24.11)
 # tests/mini-cluster/down.sh removes it again.
 set -euo pipefail
@@ -20,8 +20,11 @@ while (($#)); do
     esac
 done
 mc_suite "$ver" >/dev/null
-mc_require_docker
 mc_require_root
+# The first command on a fresh machine: install and start the engine rather
+# than stop for lack of it (the build deps come with mc_build_binaries,
+# debootstrap with mc_rootfs).
+mc_ensure_docker
 
 t0=$SECONDS
 mc_build_binaries
@@ -50,6 +53,11 @@ demo "ssh c2 hostname     # no job on c2"
 run_as "ssh c2 hostname"
 echo
 echo "c1's syslog:"
+# rsyslog writes a moment after sshd logs: wait for the adopt line.
+for _ in $(seq 1 20); do
+    docker exec "$(mc_container "$ver" c1)" grep -q "decision=adopt job=$job " /var/log/auth.log && break
+    sleep 0.2
+done
 docker exec "$(mc_container "$ver" c1)" grep 'pam_adopt(sshd:account): user=' /var/log/auth.log | tail -n 2 | sed 's/^/  /'
 
 cat <<EOT

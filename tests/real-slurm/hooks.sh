@@ -54,10 +54,19 @@ rm -f "$adopt_toml"
 ADOPT_HOOKS_DIR=$hooks_dir "$here/setup-host.sh" | sed 's/^/  /'
 touch "$syslog"
 
-# epilog_line JOB: the adopt-epilog syslog line for JOB, once it is there.
+# The Epilog's line is read only from what syslog got after `mark`, taken
+# by end_job just before the scancel: a line of an earlier run's job with
+# the same id cannot answer for this one.
+mark=0
+# end_job JOB: mark syslog, then cancel JOB (its Epilog runs meanwhile).
+end_job() {
+    mark=$(log_mark "$syslog")
+    cancel_job "$1"
+}
+# epilog_line JOB: the adopt-epilog syslog line for JOB since the mark.
 epilog_line() {
-    wait_for_line "$syslog" "adopt-epilog\[[0-9]+\]: job=$1 " 30 || return 1
-    grep -E "adopt-epilog\[[0-9]+\]: job=$1 " "$syslog" | tail -n1
+    log_has "$syslog" "$mark" "adopt-epilog\[[0-9]+\]: job=$1 " 30 || return 1
+    log_since "$syslog" "$mark" | grep -E "adopt-epilog\[[0-9]+\]: job=$1 " | tail -n1
 }
 epilog_says() { epilog_line "$1" | grep -qF -- "$2"; }
 # epilog_lists JOB WHAT PID: the line's WHAT list ("would kill strays (dry
@@ -75,6 +84,7 @@ job_reported() { grep -q '^dir=' "$1" 2>/dev/null; }
 
 echo "== runtime-dir mode"
 rm -rf "$rundir"
+prolog_mark=$(log_mark "$syslog")
 job1=$(report_job j1)
 wait_job_running "$job1"
 wait_until 20 job_reported "$work/out/j1.out" || cat "$work/out/j1.out" 2>/dev/null
@@ -82,7 +92,7 @@ check "the job's XDG_RUNTIME_DIR is $rundir" grep -qx "XDG_RUNTIME_DIR=$rundir" 
 check "it exists, owned by $user, mode 700" grep -qx "dir=$user 700" "$work/out/j1.out"
 check "TaskProlog exports XDG_SESSION_TYPE=tty" grep -qx "XDG_SESSION_TYPE=tty" "$work/out/j1.out"
 check "TaskProlog exports XDG_SESSION_CLASS=user" grep -qx "XDG_SESSION_CLASS=user" "$work/out/j1.out"
-check "the Prolog logged to syslog" grep -qE "adopt-prolog\[[0-9]+\]: job=$job1 user=$user uid=$uid mode=runtime-dir result=ok" "$syslog"
+check "the Prolog logged to syslog" log_has "$syslog" "$prolog_mark" "adopt-prolog\[[0-9]+\]: job=$job1 user=$user uid=$uid mode=runtime-dir result=ok"
 
 printf 'account required pam_unix.so\naccount required %s\n' "$ours" >"$work/account"
 printf 'session optional %s\n' "$ours" >"$work/session"
@@ -104,10 +114,10 @@ check "the adopted ssh login's XDG_SESSION_ID is its audit session ($want_sid)" 
 
 job2=$(submit_job "$user")
 wait_job_running "$job2"
-cancel_job "$job1"
+end_job "$job1"
 check "ending job $job1 while $job2 runs: the Epilog keeps the dir" epilog_says "$job1" "verdict=not-last:$job2 "
 check "$rundir still exists" test -d "$rundir"
-cancel_job "$job2"
+end_job "$job2"
 check "ending the last job $job2: the Epilog says last" epilog_says "$job2" "verdict=last "
 check "$rundir is gone" test ! -e "$rundir"
 
@@ -119,10 +129,10 @@ job4=$(submit_job "$user")
 wait_job_running "$job3"
 wait_job_running "$job4"
 check "the Prolog wrote $marker" test -f "$marker"
-cancel_job "$job3"
+end_job "$job3"
 check "ending job $job3 while $job4 runs keeps linger" epilog_says "$job3" "verdict=not-last:$job4 "
 check "$marker is still there" test -f "$marker"
-cancel_job "$job4"
+end_job "$job4"
 check "ending the last job $job4 disables linger" epilog_says "$job4" "verdict=last "
 check "$marker is gone" test ! -e "$marker"
 check "linger mode made no runtime dir" test ! -e "$rundir"
@@ -139,7 +149,7 @@ printf '# written by tests/real-slurm/hooks.sh\n[reap_strays]\nenabled = true\nd
 stray=$(start_stray)
 job5=$(submit_job "$user")
 wait_job_running "$job5"
-cancel_job "$job5"
+end_job "$job5"
 check "dry run: the last Epilog names the stray $stray" epilog_lists "$job5" 'would kill strays \(dry run\):' "$stray"
 check "dry run: the stray $stray lives" kill -0 "$stray"
 printf '# written by tests/real-slurm/hooks.sh\n[reap_strays]\nenabled = true\ndry_run = false\n' >"$adopt_toml"
@@ -149,7 +159,7 @@ wait_job_running "$job6"
 wait_job_running "$job7"
 cancel_job "$job6"
 check "not the last job: the stray $stray lives" kill -0 "$stray"
-cancel_job "$job7"
+end_job "$job7"
 check "the last Epilog killed the stray" epilog_lists "$job7" 'killed [0-9]+ of [0-9]+ strays:' "$stray"
 check "the stray $stray is gone" wait_until 5 _pid_gone "$stray"
 pkill --ns $$ -u "$user" -f 'sleep 900' 2>/dev/null || true

@@ -6,6 +6,7 @@
 #   ssh_as                             ssh to it as a test user (or root)
 #   submit_job / wait_job_running / cancel_job / cancel_all_test_jobs
 #   check / check_not / summary        pass/fail counting
+#   log_mark / log_since / log_has     log assertions on what came after a mark
 #   debian_module_path                 Debian's pam_slurm_adopt.so
 
 ADOPT_KEYDIR=/var/lib/slurm-adopt-tests/keys
@@ -39,6 +40,63 @@ wait_for_line() {
     wait_until "${3:-10}" _file_has_line "$1" "$2"
 }
 _file_has_line() { grep -Eq -- "$2" "$1" 2>/dev/null; }
+
+# ------------------------------------------------------------------ log marks
+# A shared log (/var/log/auth.log, /var/log/syslog) keeps every earlier
+# run's and scenario's lines (and job ids repeat once Slurm's state is
+# wiped): an assertion that greps the whole file can pass on a line this
+# run never wrote. So every log assertion marks the log before its action and reads
+# only what came after (as the mini-cluster's mc_mark does, in bytes here):
+#   mark=$(log_mark /var/log/auth.log); <action>
+#   check "..." log_has /var/log/auth.log "$mark" 'REGEX'
+#
+# log_mark FILE: FILE's size in bytes now (0 while it does not exist).
+log_mark() { stat -c %s -- "$1" 2>/dev/null || echo 0; }
+
+# log_since FILE MARK: the bytes FILE got after MARK. A file now shorter
+# than MARK was rotated or truncated since: all of it is new.
+log_since() {
+    local size
+    size=$(log_mark "$1")
+    if ((size < $2)); then
+        cat -- "$1"
+    else
+        tail -c "+$(($2 + 1))" -- "$1"
+    fi
+}
+
+# log_has FILE MARK REGEX [SECONDS]: until a line written after MARK
+# matches (grep -E); rsyslog writes a moment after the program logs.
+# Non-zero, with what did come after the mark, on timeout.
+log_has() {
+    wait_until "${4:-10}" _log_has_now "$1" "$2" "$3" && return 0
+    echo "log_has: no line matching '$3' in $1 after byte $2 within ${4:-10} s; what came after it:" >&2
+    log_since "$1" "$2" | tail -n 20 >&2
+    return 1
+}
+# Not `log_since | grep -q`: under pipefail, grep -q's early exit can fail
+# the pipeline by SIGPIPE-ing tail even though it matched.
+_log_has_now() { grep -Eq -- "$3" < <(log_since "$1" "$2"); }
+
+# ------------------------------------------------------------ adoptctl check
+# agrees_with_module LABEL MARK USER "MODULE-ARGS" [ADOPTCTL-CHECK-ARGS...]:
+# the module's last decision line for USER (service sshd) written after
+# MARK, and `adoptctl check USER` run now with the same module arguments,
+# give the same decision and reason. Run it while the situation the login
+# met still holds (the job still running).
+ADOPTCTL=${ADOPTCTL:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/target/release/adoptctl}
+agrees_with_module() {
+    local label=$1 mark=$2 who=$3 args=$4 module dry out
+    shift 4
+    log_has /var/log/auth.log "$mark" "pam_adopt\(sshd:account\): user=$who " 5 2>/dev/null || true
+    module=$(log_since /var/log/auth.log "$mark" | grep -E "pam_adopt\(sshd:account\): user=$who " |
+        tail -n1 | sed -nE 's/.* decision=([a-z]+) job=[^ ]+ reason=([a-z_]+) .*/\1 \2/p')
+    # shellcheck disable=SC2086 # the module arguments are words, as in the PAM line
+    out=$("$ADOPTCTL" check "$who" "$@" -- $args 2>&1) || true
+    dry=$(sed -nE 's/^decision line: .* decision=([a-z]+) job=[^ ]+ reason=([a-z_]+) .*/\1 \2/p' <<<"$out")
+    check "$label: adoptctl check gives the module's decision and reason (module: '${module:-no line}', check: '${dry:-none}')" \
+        test -n "$module" -a "$module" = "$dry"
+}
 
 # ------------------------------------------------------------------ modules
 # Path of Debian's pam_slurm_adopt.so (bookworm: /lib/security/...).

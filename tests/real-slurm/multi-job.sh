@@ -81,13 +81,17 @@ scenarios() {
 
     start_test_sshd "$port" "$(stack "$m")"
     local which_job
+    [[ $m == ours ]] && { callerid_job=$j1; callerid_mark=$(log_mark /var/log/auth.log); }
     for j in "$j1" "$j2"; do
         which_job=$([[ $j == "$j1" ]] && echo older || echo newest)
         got=$(ssh_from_job "$j" | landed_job)
         record "from inside the $which_job job: lands in it" "$m" "$([[ $got == "$j" ]] && echo yes || echo "no (${got:-denied})")"
         expect "$m" "$label: ssh from inside job $j ($which_job) lands in job $j" test "$got" = "$j"
     done
+    local outside_mark
+    outside_mark=$(log_mark /var/log/auth.log)
     got=$(ssh_as "$user" "$port" 'grep -o "job_[0-9]*/step_extern" /proc/self/cgroup | head -n1' 2>/dev/null | landed_job || true)
+    [[ $m != ours ]] || agrees_with_module "outside any job" "$outside_mark" "$user" ""
     local which=denied
     [[ -n $got ]] && which="job $got ($([[ $got == "$j2" ]] && echo newest || echo older))"
     record "outside any job: newest" "$m" "$which"
@@ -96,21 +100,24 @@ scenarios() {
 
     start_test_sshd "$port" "$(stack "$m" action_unknown=deny)"
     local out ms mark usec
+    mark=$(log_mark /var/log/auth.log)
     try_login
+    [[ $m != ours ]] || agrees_with_module "action_unknown=deny" "$mark" "$user" "action_unknown=deny"
     record "action_unknown=deny: denied" "$m" "$out"
     expect "$m" "$label: action_unknown=deny refuses a login from outside any job" test "$out" = denied+msg
 
     # slurmd hung (SIGSTOP: the kernel still accepts the connection, no
     # reply ever comes): the worst case for the RPC. The login must follow
     # action_unknown within the login budget (timeout_ms=2000).
-    mark=$(wc -l </var/log/auth.log)
+    mark=$(log_mark /var/log/auth.log)
     kill -STOP "$(cat /run/slurmd.pid)"
     try_login
     kill -CONT "$(cat /run/slurmd.pid)"
     record "slurmd hung: action_unknown" "$m" "$out in ${ms} ms"
     if [[ $m == ours ]]; then
-        wait_until 5 bash -c "tail -n +$((mark + 1)) /var/log/auth.log | grep -q 'pam_adopt(sshd:account): user=$user .* reason=unknown_deny usec='" || true
-        usec=$(tail -n "+$((mark + 1))" /var/log/auth.log | sed -nE "s/.*pam_adopt\(sshd:account\): user=$user .* reason=unknown_deny usec=([0-9]+).*/\1/p" | tail -n1)
+        # A missing line leaves usec empty, and the budget check fails.
+        log_has /var/log/auth.log "$mark" "pam_adopt\(sshd:account\): user=$user .* reason=unknown_deny callerid=failed usec=" 5 || true
+        usec=$(log_since /var/log/auth.log "$mark" | sed -nE "s/.*pam_adopt\(sshd:account\): user=$user .* reason=unknown_deny callerid=failed usec=([0-9]+).*/\1/p" | tail -n1)
         echo "    slurmd hung: the module decided in ${usec:-?} us; the whole ssh took $ms ms"
         expect "$m" "$label: slurmd hung, action_unknown=deny denies with the message" test "$out" = denied+msg
         expect "$m" "$label: slurmd hung, decided within the 2000 ms login budget (usec=${usec:-none})" test "${usec:-99999999}" -le 2000000
@@ -130,9 +137,12 @@ scenarios() {
     cancel_job "$j2"
 }
 
+# Set by our module's run: the older job, which only callerid can pick,
+# and auth.log's size before the logins from inside the jobs.
+callerid_job=none callerid_mark=0
 scenarios ours
 check "pam_adopt: the syslog line names the callerid reason" \
-    grep -Eq "pam_adopt\(sshd:account\): user=$user .* decision=adopt job=[0-9]+ reason=callerid_match" /var/log/auth.log
+    log_has /var/log/auth.log "$callerid_mark" "pam_adopt\(sshd:account\): user=$user .* decision=adopt job=$callerid_job reason=callerid_match callerid=$callerid_job "
 scenarios theirs
 
 echo

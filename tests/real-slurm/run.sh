@@ -55,17 +55,20 @@ scenarios() {
 
     # 1. no job: denied, with the message on the client's stderr
     cancel_all_test_jobs
-    local err=$work/$m-nojob.err
+    local err=$work/$m-nojob.err mark
+    mark=$(log_mark /var/log/auth.log)
     if ssh_as "$user" "$port" true 2>"$err"; then record "no job: denied" "$m" "allowed"
     elif grep -q "you have no active jobs on this node" "$err"; then record "no job: denied" "$m" "denied+msg"
     else record "no job: denied" "$m" "denied"; fi
     check "$label: user without a job is denied with the message" test "${result["no job: denied|$m"]}" = denied+msg
+    [[ $m != ours ]] || agrees_with_module "no job" "$mark" "$user" ""
 
     # 2. one job: the login lands in the job's extern step
     local job out pid sshpid
     job=$(submit_job "$user")
     wait_job_running "$job"
     out=$work/$m-adopt.out
+    [[ $m == ours ]] && { adopt_job=$job; adopt_mark=$(log_mark /var/log/auth.log); }
     # shellcheck disable=SC2016 # expanded by the remote shell
     sshpid=$(ssh_session "$out" 'echo pid=$$; echo jobid=${SLURM_JOB_ID:-none}; cat /proc/self/cgroup; sleep 60')
     if wait_for_line "$out" '^pid='; then
@@ -80,6 +83,7 @@ scenarios() {
         check "$label: login lands in job $job's step_extern" test "$in_step" = yes
         check "$label: scontrol listpids $job lists the remote shell" test "$listed" = yes
         check "$label: SLURM_JOB_ID=$job in the remote shell" test "$envset" = yes
+        [[ $m != ours ]] || agrees_with_module "one job" "$adopt_mark" "$user" ""
     else
         record "one job: in step_extern" "$m" "login failed"
         check "$label: login with a job succeeds ($(tr '\n' ' ' <"$out"))" false
@@ -98,9 +102,11 @@ scenarios() {
 
     # 4. root is ignored (pam_permit decides)
     local rootok=no
+    mark=$(log_mark /var/log/auth.log)
     ssh_as root "$port" true 2>/dev/null && rootok=yes
     record "root ignored" "$m" "$rootok"
     check "$label: root logs in" test "$rootok" = yes
+    [[ $m != ours ]] || agrees_with_module "root" "$mark" root ""
     stop_test_sshd "$port"
 
     # 5. a service not in service= is ignored, even with a job
@@ -109,11 +115,13 @@ scenarios() {
     wait_job_running "$job"
     out=$work/$m-svc.out
     local svc=denied
+    mark=$(log_mark /var/log/auth.log)
     if ssh_as "$user" "$port" 'cat /proc/self/cgroup' >"$out" 2>&1; then
         svc=$(grep -q step_extern "$out" && echo adopted || echo "ignored")
     fi
     record "other service: ignored" "$m" "$svc"
     check "$label: a service not listed is ignored" test "$svc" = ignored
+    [[ $m != ours ]] || agrees_with_module "other service" "$mark" "$user" "service=some-other-service"
     stop_test_sshd "$port"
 
     # 6. SLURM_CONF in sshd's environment points at a hostile config
@@ -122,21 +130,26 @@ scenarios() {
     SLURM_CONF=$work/hostile.conf start_test_sshd "$port" "$(stack "$m")"
     out=$work/$m-hostile.out
     local hostile=denied
+    mark=$(log_mark /var/log/auth.log)
     if ssh_as "$user" "$port" 'cat /proc/self/cgroup' >"$out" 2>&1; then
         hostile=$(grep -q "job_${job}/step_extern" "$out" && echo adopted || echo "not adopted")
     fi
     record "SLURM_CONF hostile: still adopted" "$m" "$hostile"
     if [[ $m == ours ]]; then
         check "$label: SLURM_CONF in the environment changes nothing" test "$hostile" = adopted
+        SLURM_CONF=$work/hostile.conf agrees_with_module "SLURM_CONF hostile" "$mark" "$user" ""
     fi
     stop_test_sshd "$port"
     cancel_job "$job"
 }
 
+# Set by scenario 2 with our module: its job, and auth.log's size before
+# its login, so only that login's decision line can pass the check below.
+adopt_job=none adopt_mark=0
 scenarios ours
 # The decision line in syslog, with the reason code.
 check "pam_adopt: one syslog line per decision in /var/log/auth.log" \
-    grep -Eq "pam_adopt\(sshd:account\): user=$user uid=[0-9]+ service=sshd rhost=127.0.0.1 pid=[0-9]+ decision=adopt job=[0-9]+ reason=only_job usec=[0-9]+" /var/log/auth.log
+    log_has /var/log/auth.log "$adopt_mark" "pam_adopt\(sshd:account\): user=$user uid=[0-9]+ service=sshd rhost=127.0.0.1 pid=[0-9]+ decision=adopt job=$adopt_job reason=only_job callerid=- usec=[0-9]+"
 scenarios theirs
 
 echo

@@ -20,6 +20,10 @@ const NODE: &str = "n1";
 const USER: &str = "nobody";
 const USER_UID: u32 = 65534;
 
+/// Set by `non_root_branches_run_as_nobody` for its child: the module its
+/// root parent built, and the sign that this process is the unprivileged run.
+const UNPRIVILEGED_MODULE_ENV: &str = "ADOPT_TEST_UNPRIVILEGED_MODULE";
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -28,10 +32,15 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The module as cargo builds it. `cargo test` does not build cdylibs, so
-/// build it once here; a stale .so would test old code.
+/// build it once here; a stale .so would test old code. The unprivileged
+/// re-run (see `non_root_branches_run_as_nobody`) is handed the .so its
+/// root parent just built, as it could not run cargo on a root-owned target.
 fn module_path() -> &'static Path {
     static MODULE: OnceLock<PathBuf> = OnceLock::new();
     MODULE.get_or_init(|| {
+        if let Some(so) = std::env::var_os(UNPRIVILEGED_MODULE_ENV) {
+            return PathBuf::from(so);
+        }
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "-p", "pam_adopt", "--lib"])
             .current_dir(workspace_root())
@@ -1005,4 +1014,73 @@ fn a_broken_x11_reply_after_adoption_leaves_the_login_adopted() {
     assert_eq!(p.env("SLURM_JOB_ID").as_deref(), Some("13"));
     assert_eq!(p.env("DISPLAY"), None);
     assert_eq!(shim.added_pids(13), [p.pid as i32], "adopted once");
+}
+/// The unprivileged account the root run re-runs this suite as: a user
+/// every Debian system has, and already the suite's PAM user.
+const UNPRIVILEGED: &str = "nobody";
+
+/// The branches above that depend on `current_uid() != 0` (setns without
+/// CAP_SYS_ADMIN fails closed, SlurmUser is an ordinary user, munged cannot
+/// sign as another uid) are the ones a site's non-root pam_wrapper run
+/// takes, but CI runs as root and would never reach them. So the root run
+/// re-runs this very test binary as `nobody` through runuser, every test
+/// but this one, and requires all of them to pass. The child gets the .so
+/// this process built (it cannot run cargo on a root-owned target dir);
+/// the probe lock is held throughout, because pam_wrapper's /tmp/pam.X
+/// runtime dirs race across processes as they do across threads.
+#[test]
+fn non_root_branches_run_as_nobody() {
+    const ME: &str = "non_root_branches_run_as_nobody";
+    if current_uid() != 0 {
+        // Not a skip: an unprivileged run already takes every non-root
+        // branch in this very process.
+        eprintln!("{ME}: running unprivileged already; the non-root branches ran in this process");
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let module = module_path();
+    // The tests this binary holds, less this one: the child must run them all.
+    let listed = Command::new(&exe)
+        .args(["--list", "--format=terse"])
+        .output()
+        .expect("list the tests");
+    let expected = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.ends_with(": test") && !l.starts_with(ME))
+        .count();
+    assert!(expected > 20, "only {expected} tests listed");
+
+    let _no_probes_here = probe_lock();
+    let out = Command::new("runuser")
+        .args(["-u", UNPRIVILEGED, "--"])
+        .arg(&exe)
+        .args(["--skip", ME, "--nocapture"])
+        .env(UNPRIVILEGED_MODULE_ENV, module)
+        // runuser keeps the cwd; the child's temp files go to /tmp anyway.
+        .current_dir("/")
+        .output()
+        .expect("run runuser (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!(
+        "{stdout}\n{stderr}\n(the child needs read and execute access for {UNPRIVILEGED} \
+         to {} and {}: a checkout under a 0700 home is not reachable)",
+        exe.display(),
+        module.display()
+    );
+    assert!(
+        out.status.success(),
+        "the run as {UNPRIVILEGED} failed: {all}"
+    );
+    let want = format!("test result: ok. {expected} passed; 0 failed; 0 ignored");
+    assert!(
+        stdout.contains(&want),
+        "want `{want}` from the run as {UNPRIVILEGED}: {all}"
+    );
+    // The proof that the child really was unprivileged: it took the
+    // non-root branch of the callerid fault test.
+    assert!(
+        stderr.contains("skipping wrong-uid: not root"),
+        "the run as {UNPRIVILEGED} did not take the non-root branch: {all}"
+    );
 }

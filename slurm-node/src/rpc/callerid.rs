@@ -845,10 +845,7 @@ mod tests {
         vec![nix::unistd::getuid().as_raw()]
     }
 
-    fn run(
-        acts: Vec<Act>,
-        versions: &[u16],
-    ) -> Option<(Result<CallerIdReply, RpcError>, Vec<u16>)> {
+    fn run(acts: Vec<Act>, versions: &[u16]) -> (Result<CallerIdReply, RpcError>, Vec<u16>) {
         run_with(acts, versions, &root(), Duration::from_secs(10))
     }
 
@@ -857,8 +854,8 @@ mod tests {
         versions: &[u16],
         trusted: &[u32],
         budget: Duration,
-    ) -> Option<(Result<CallerIdReply, RpcError>, Vec<u16>)> {
-        let munged = TestMunged::start()?;
+    ) -> (Result<CallerIdReply, RpcError>, Vec<u16>) {
+        let munged = TestMunged::start();
         let fake = Fake::start(munged.context(), acts);
         // Counted from here so a slow munged start does not eat the budget.
         let deadline = Instant::now() + budget;
@@ -870,15 +867,13 @@ mod tests {
             &munged.context(),
             deadline,
         );
-        Some((r, fake.seen()))
+        (r, fake.seen())
     }
 
     #[test]
     fn finds_the_job_in_every_version() {
         let acts = vec![Act::Answer(1234); SUPPORTED_VERSIONS.len()];
-        let Some(munged) = TestMunged::start() else {
-            return;
-        };
+        let munged = TestMunged::start();
         let fake = Fake::start(munged.context(), acts);
         for &v in &SUPPORTED_VERSIONS {
             let r = query_callerid_detailed(
@@ -901,9 +896,7 @@ mod tests {
 
     #[test]
     fn not_found_and_the_short_entry_point() {
-        let Some(munged) = TestMunged::start() else {
-            return;
-        };
+        let munged = TestMunged::start();
         let fake = Fake::start(munged.context(), vec![Act::Answer(NO_VAL)]);
         let a = query_callerid(
             fake.addr,
@@ -926,9 +919,7 @@ mod tests {
             Act::Close,
             Act::Answer(77),
         ];
-        let Some((r, seen)) = run(acts, &[0x2D00, 0x2C00, 0x2B00, 0x2A00, 0x2900]) else {
-            return;
-        };
+        let (r, seen) = run(acts, &[0x2D00, 0x2C00, 0x2B00, 0x2A00, 0x2900]);
         let r = r.unwrap();
         assert_eq!(r.answer, CallerIdAnswer::Job(77));
         assert_eq!(r.version, 0x2A00);
@@ -937,9 +928,7 @@ mod tests {
 
     #[test]
     fn gives_up_when_every_version_is_refused() {
-        let Some((r, seen)) = run(vec![Act::Close, Act::Close], &[0x2D00, 0x2C00]) else {
-            return;
-        };
+        let (r, seen) = run(vec![Act::Close, Act::Close], &[0x2D00, 0x2C00]);
         let e = r.unwrap_err();
         assert!(
             matches!(&e, RpcError::VersionsExhausted { tried, .. } if tried == &[0x2D00, 0x2C00]),
@@ -948,9 +937,7 @@ mod tests {
         assert_eq!(seen, [0x2D00, 0x2C00]);
 
         // One version: the refusal itself.
-        let Some((r, _)) = run(vec![Act::Close], &[0x2600]) else {
-            return;
-        };
+        let (r, _) = run(vec![Act::Close], &[0x2600]);
         let e = r.unwrap_err();
         assert!(
             matches!(
@@ -967,9 +954,7 @@ mod tests {
 
     #[test]
     fn other_rc_is_an_error_and_not_retried() {
-        let Some((r, seen)) = run(vec![Act::Rc(2017)], &[0x2D00, 0x2C00]) else {
-            return;
-        };
+        let (r, seen) = run(vec![Act::Rc(2017)], &[0x2D00, 0x2C00]);
         assert!(
             matches!(r, Err(RpcError::SlurmRc { rc: 2017, .. })),
             "{r:?}"
@@ -981,9 +966,7 @@ mod tests {
     fn a_hanging_slurmd_costs_only_the_deadline() {
         let budget = Duration::from_millis(500);
         let started = Instant::now();
-        let Some((r, _)) = run_with(vec![Act::Hang], &[0x2A00, 0x2900], &root(), budget) else {
-            return;
-        };
+        let (r, _) = run_with(vec![Act::Hang], &[0x2A00, 0x2900], &root(), budget);
         let took = started.elapsed();
         let e = r.unwrap_err();
         assert!(
@@ -1006,9 +989,7 @@ mod tests {
         // Each read makes progress, so only an overall deadline stops this.
         let budget = Duration::from_millis(500);
         let started = Instant::now();
-        let Some((r, _)) = run_with(vec![Act::Drip], &[0x2A00], &root(), budget) else {
-            return;
-        };
+        let (r, _) = run_with(vec![Act::Drip], &[0x2A00], &root(), budget);
         let took = started.elapsed();
         assert!(
             matches!(
@@ -1069,7 +1050,7 @@ mod tests {
 
     #[test]
     fn a_filtered_host_costs_only_the_deadline() {
-        let munged = TestMunged::start().expect("munged");
+        let munged = TestMunged::start();
         let (_listener, _queued, addr) = filtered_peer();
         let budget = Duration::from_millis(500);
         let started = Instant::now();
@@ -1099,9 +1080,7 @@ mod tests {
 
     #[test]
     fn refused_connection_is_a_connect_error() {
-        let Some(munged) = TestMunged::start() else {
-            return;
-        };
+        let munged = TestMunged::start();
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -1147,9 +1126,7 @@ mod tests {
             }),
         ];
         for (act, check) in cases {
-            let Some((r, seen)) = run(vec![act], &[SLURM_24_11_PROTOCOL_VERSION, 0x2900]) else {
-                return;
-            };
+            let (r, seen) = run(vec![act], &[SLURM_24_11_PROTOCOL_VERSION, 0x2900]);
             let e = r.unwrap_err();
             assert!(check(&e), "{e}");
             assert_eq!(seen, [SLURM_24_11_PROTOCOL_VERSION], "no retry after {e}");
@@ -1160,14 +1137,12 @@ mod tests {
     fn a_reply_from_an_untrusted_uid_is_refused() {
         // We run as root here and cannot sign as anyone else, so make root
         // the untrusted one instead.
-        let Some((r, _)) = run_with(
+        let (r, _) = run_with(
             vec![Act::Answer(5)],
             &[SLURM_26_05_PROTOCOL_VERSION],
             &[12345],
             Duration::from_secs(10),
-        ) else {
-            return;
-        };
+        );
         assert!(
             matches!(r, Err(RpcError::UntrustedSigner { uid, .. }) if uid == root()[0]),
             "{r:?}"

@@ -325,9 +325,10 @@ pub(crate) mod tests {
     }
 
     impl TestMunged {
-        /// A private munged for one test. A missing munged is a failure,
-        /// not a skip: the README's test command installs it.
-        pub(crate) fn start() -> Option<Self> {
+        /// A private munged for one test. A missing or failing munged is
+        /// a panic, not a skip (the README's test command installs it), so
+        /// this returns the daemon itself: no caller can skip on `None`.
+        pub(crate) fn start() -> Self {
             let munged = find("munged").expect(
                 "munged is not installed: install Debian's `munge` package (tests/scripts/install-build-deps.sh does)",
             );
@@ -377,7 +378,7 @@ pub(crate) mod tests {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("spawn munged");
+                .expect("munged must start: install Debian's `munge` package");
             let mut me = Self { child, dir };
             let until = Instant::now() + Duration::from_secs(10);
             while !me.socket().exists() {
@@ -388,7 +389,7 @@ pub(crate) mod tests {
                 assert!(Instant::now() < until, "munged socket never appeared");
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Some(me)
+            me
         }
 
         pub(crate) fn socket(&self) -> PathBuf {
@@ -418,9 +419,7 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_through_a_private_munged() {
-        let Some(munged) = TestMunged::start() else {
-            return;
-        };
+        let munged = TestMunged::start();
         let ctx = munged.context();
         assert_eq!(ctx.socket(), Some(munged.socket().as_path()));
 
