@@ -24,6 +24,8 @@ esac
 die() { echo "build-deb.sh: $*" >&2; exit 1; }
 
 # --------------------------------------------------------------- tools
+# libpam and libmunge to link against, and the pinned toolchain.
+"$repo/tests/scripts/install-build-deps.sh"
 need_pkgs=()
 command -v dpkg-shlibdeps >/dev/null || need_pkgs+=(dpkg-dev)
 command -v help2man >/dev/null || need_pkgs+=(help2man)

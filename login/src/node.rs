@@ -372,7 +372,10 @@ mod tests {
             job_id,
             step_id: slurm_node::stepd::EXTERN_STEP_ID,
             het_component: None,
-            ctime: (since.as_secs() as i64, i64::from(since.subsec_nanos())),
+            ctime: (
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+                i64::from(since.subsec_nanos()),
+            ),
             owner_uid: 0,
         }
     }

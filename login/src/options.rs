@@ -64,7 +64,7 @@ impl LogLevel {
 
     fn parse(value: &str) -> Option<LogLevel> {
         if let Ok(n) = value.parse::<u32>() {
-            return Some(LogLevel(n.min(9) as u8));
+            return u8::try_from(n.min(9)).ok().map(LogLevel);
         }
         let names = [
             "quiet", "fatal", "error", "info", "verbose", "debug", "debug2", "debug3", "debug4",
@@ -73,7 +73,8 @@ impl LogLevel {
         names
             .iter()
             .position(|n| n.eq_ignore_ascii_case(value))
-            .map(|i| LogLevel(i as u8))
+            .and_then(|i| u8::try_from(i).ok())
+            .map(LogLevel)
     }
 }
 

@@ -330,9 +330,12 @@ impl CgroupFs {
             let path = line.splitn(3, ':').nth(2)?;
             let parts: Vec<&str> = path.split('/').collect();
             parts.windows(2).find_map(|pair| {
-                let job_id = parse_u32(pair[0].strip_prefix("job_")?)?;
-                let step = pair[1].strip_prefix("step_")?;
-                (!step.is_empty()).then(|| (job_id, pair[1].to_owned()))
+                let [job, step_dir] = pair else {
+                    return None;
+                };
+                let job_id = parse_u32(job.strip_prefix("job_")?)?;
+                let step = step_dir.strip_prefix("step_")?;
+                (!step.is_empty()).then(|| (job_id, (*step_dir).to_owned()))
             })
         })
     }
@@ -414,19 +417,25 @@ fn parse_mountinfo(text: &[u8], path: &Path) -> Result<Vec<MountEntry>, CgroupEr
         let fstype = fields
             .get(sep + 1)
             .ok_or_else(|| err("no filesystem type after the separator"))?;
-        let id = std::str::from_utf8(fields[0])
+        let field = |i: usize, what: &str| {
+            fields
+                .get(i)
+                .copied()
+                .ok_or_else(|| err(&format!("no {what} field")))
+        };
+        let id = std::str::from_utf8(field(0, "mount id")?)
             .ok()
             .and_then(parse_u32)
             .ok_or_else(|| err("mount id is not a number"))?;
-        let parent = std::str::from_utf8(fields[1])
+        let parent = std::str::from_utf8(field(1, "parent id")?)
             .ok()
             .and_then(parse_u32)
             .ok_or_else(|| err("parent id is not a number"))?;
         mounts.push(MountEntry {
             id,
             parent,
-            root: PathBuf::from(OsString::from_vec(unescape(fields[3]))),
-            mount_point: PathBuf::from(OsString::from_vec(unescape(fields[4]))),
+            root: PathBuf::from(OsString::from_vec(unescape(field(3, "root")?))),
+            mount_point: PathBuf::from(OsString::from_vec(unescape(field(4, "mount point")?))),
             fstype: String::from_utf8_lossy(&unescape(fstype)).into_owned(),
         });
     }
@@ -437,21 +446,21 @@ fn parse_mountinfo(text: &[u8], path: &Path) -> Result<Vec<MountEntry>, CgroupEr
 /// octal digits is kept as it is.
 fn unescape(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let octal = field
-            .get(i + 1..i + 4)
-            .filter(|d| field[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+    let mut rest = field;
+    while let Some((&first, tail)) = rest.split_first() {
+        let octal = tail
+            .get(..3)
+            .filter(|d| first == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
             .map(|d| d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0')))
             .and_then(|v| u8::try_from(v).ok());
         match octal {
             Some(byte) => {
                 out.push(byte);
-                i += 4;
+                rest = tail.get(3..).unwrap_or_default();
             }
             None => {
-                out.push(field[i]);
-                i += 1;
+                out.push(first);
+                rest = tail;
             }
         }
     }

@@ -925,7 +925,8 @@ mod tests {
         }
 
         fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+            let n = u64::try_from(n).unwrap_or(u64::MAX);
+            usize::try_from(self.next() % n).unwrap_or(0)
         }
     }
 

@@ -292,7 +292,7 @@ fn parse_u32(digits: &[u8]) -> Option<u32> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    if digits.len() > 1 && digits[0] == b'0' {
+    if digits.len() > 1 && digits.first() == Some(&b'0') {
         return None;
     }
     digits.iter().try_fold(0u32, |acc, &d| {
