@@ -112,6 +112,7 @@ pub fn decide(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps) -> Out
         user_message: None,
         env: Vec::new(),
         log: Vec::new(),
+        unanswered: 0,
     };
     run(login, opts, node, &mut out);
     out
@@ -224,6 +225,7 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
             );
         }
     }
+    out.unanswered = unanswered;
     if scan.mine.is_empty() && unanswered > 0 {
         return generic_failure(out, opts, Reason::StepdUnreachable);
     }
@@ -237,7 +239,11 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
             started: j.started,
         })
         .collect();
-    if select::needs_callerid(&candidates, &policy) {
+    // A stepd that did not answer may hide another job of the user: one
+    // job found is then not known to be the only one, so the RPC is asked
+    // as for several, and `only_job` is never claimed.
+    let incomplete = unanswered > 0 && !candidates.is_empty();
+    if incomplete || select::needs_callerid(&candidates, &policy) {
         // Half of what is left at most: the adoption after it needs time too.
         let now = Instant::now();
         let rpc_deadline = now + deadline.saturating_duration_since(now) / 2;

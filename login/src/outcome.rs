@@ -176,6 +176,9 @@ pub struct Outcome {
     pub env: Vec<(&'static str, String)>,
     /// Lines to log before the decision line, in order.
     pub log: Vec<LogLine>,
+    /// Live stepds that did not say whose they are: the user's jobs found
+    /// may not be all of them.
+    pub unanswered: usize,
 }
 
 impl Outcome {
@@ -189,7 +192,7 @@ impl Outcome {
     /// becomes `%XX`.
     pub fn decision_line(&self, rhost: &str, pid: u32, usec: u128) -> String {
         format!(
-            "user={} uid={} service={} rhost={} pid={pid} decision={} job={} reason={} callerid={} usec={usec}",
+            "user={} uid={} service={} rhost={} pid={pid} decision={} job={} reason={} callerid={} usec={usec} unanswered={}",
             field(&self.user),
             self.uid.map_or("-".to_owned(), |u| u.to_string()),
             field(&self.service),
@@ -198,6 +201,7 @@ impl Outcome {
             self.job.map_or("-".to_owned(), |j| j.to_string()),
             self.reason.code(),
             callerid_code(&self.callerid),
+            self.unanswered,
         )
     }
 }

@@ -152,6 +152,14 @@ stepds "7:$uid:hang"
 run_case "stepd_unreachable (the user's stepd hangs)" "$user" "deny stepd_unreachable -" "timeout_ms=600"
 stepds "8:$uid"
 run_case "only_job" "$user" "adopt only_job -" ""
+# One job answers, another of the user's hangs: the one found may not be
+# the only one, so callerid is asked and only_job is not claimed.
+stepds "8:$uid" "9:$uid:hang"
+mark=$(stat -c %s "$auth_log")
+run_case "one job found, one stepd silent: not only_job" "$user" "adopt newest_job no_tcp_socket" "timeout_ms=600"
+check "one job found, one stepd silent: the line says unanswered=1" \
+    bash -c "tail -c +$((mark + 1)) '$auth_log' | grep -q 'pam_adopt($service:account): .* reason=newest_job .* unanswered=1\$'"
+stepds "8:$uid"
 stepds "8:$uid:reject-add-pid"
 CHECK_WANT="adopt only_job" run_case "adopt_failed (ADD_EXTERN_PID refused)" "$user" "deny adopt_failed -" ""
 CHECK_WANT="adopt only_job" run_case "adopt_failed, action_adopt_failure=allow" "$user" "allow adopt_failed -" "action_adopt_failure=allow"

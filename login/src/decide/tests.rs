@@ -329,11 +329,44 @@ fn rows() -> Vec<Row> {
             ..Row::default()
         },
         Row {
-            name: "a hung stepd beside the user's job: adopt",
+            name: "a hung stepd beside the user's job: asked, not only_job",
             node: FakeNode {
                 scan: Ok(JobScan {
                     mine: vec![job(10, 100)],
                     unreachable: vec![unreachable(false)],
+                    ..JobScan::default()
+                }),
+                ..FakeNode::default()
+            },
+            decision: Decision::Adopt,
+            reason: Reason::NewestJob,
+            job: Some(10),
+            callerid: "failed",
+            ..Row::default()
+        },
+        Row {
+            name: "a hung stepd beside the user's job, callerid names it",
+            node: FakeNode {
+                scan: Ok(JobScan {
+                    mine: vec![job(10, 100)],
+                    unreachable: vec![unreachable(false)],
+                    ..JobScan::default()
+                }),
+                callerid: CallerId::Job(10),
+                ..FakeNode::default()
+            },
+            decision: Decision::Adopt,
+            reason: Reason::CallerIdMatch,
+            job: Some(10),
+            callerid: "10",
+            ..Row::default()
+        },
+        Row {
+            name: "a stale socket beside the user's job: only_job, no RPC",
+            node: FakeNode {
+                scan: Ok(JobScan {
+                    mine: vec![job(10, 100)],
+                    unreachable: vec![unreachable(true)],
                     ..JobScan::default()
                 }),
                 ..FakeNode::default()
@@ -477,6 +510,11 @@ fn rows() -> Vec<Row> {
 #[test]
 fn every_branch() {
     for row in rows() {
+        let row_scan_unanswered = row
+            .node
+            .scan
+            .as_ref()
+            .map_or(0, |s| s.unreachable.iter().filter(|u| !u.stale).count());
         let mut node = row.node;
         let mut l = login(row.user);
         l.service = row.service;
@@ -493,6 +531,10 @@ fn every_branch() {
         );
         assert_eq!(out.user_message, row.message, "{name}: {out:?}");
         let line = out.decision_line("10.0.0.9", 1, 5);
+        assert!(
+            line.ends_with(&format!(" unanswered={row_scan_unanswered}")),
+            "{name}: {line}"
+        );
         assert!(
             line.contains(&format!(
                 " decision={} job={} reason={} callerid={} ",
