@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfError, MAX_INCLUDE_DEPTH};
@@ -16,20 +17,50 @@ use crate::pathglob::{self, Wildcards};
 /// must not exhaust its memory.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
-/// Refuses anything but a regular file before opening it: opening a FIFO
-/// would block the login forever.
+/// Reads a config file the way a process inside sshd must:
+/// - opened `O_NONBLOCK` (a FIFO cannot hang the login) and `O_NOFOLLOW`;
+///   a symlink is followed once, when root or the reader owns the link
+///   (sites point /etc/slurm/slurm.conf at a shared copy), never twice;
+/// - judged by `fstat` on the open fd, not by the path: a regular file,
+///   or `/dev/null` read as empty, and nothing else;
+/// - owned by root or by the reader itself, and not writable by others;
+/// - at most [`MAX_FILE_BYTES`].
 pub(super) fn read_text(path: &Path) -> io::Result<String> {
-    if !fs::metadata(path)?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+    let file = match open_no_follow(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let link = fs::symlink_metadata(path)?;
+            if !trusted_owner(link.uid()) {
+                return Err(refused(format!(
+                    "a symbolic link owned by uid {}, neither root nor the reader",
+                    link.uid()
+                )));
+            }
+            open_no_follow(&fs::canonicalize(path)?)?
+        }
+        other => other?,
+    };
+    let meta = file.metadata()?;
+    if meta.file_type().is_char_device() && meta.rdev() == DEV_NULL {
+        return Ok(String::new());
+    }
+    if !meta.is_file() {
+        return Err(refused("not a regular file".to_owned()));
+    }
+    if !trusted_owner(meta.uid()) {
+        return Err(refused(format!(
+            "owned by uid {}, neither root nor the reader",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(refused(format!(
+            "mode {:04o}: writable by others",
+            meta.mode() & 0o7777
+        )));
     }
     let mut bytes = Vec::new();
-    fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("larger than {MAX_FILE_BYTES} bytes"),
@@ -38,6 +69,24 @@ pub(super) fn read_text(path: &Path) -> io::Result<String> {
     // Slurm reads bytes; a stray Latin-1 byte in a comment must not make the
     // whole file unreadable.
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `/dev/null`'s device number (1, 3).
+const DEV_NULL: u64 = (1 << 8) | 3;
+
+fn open_no_follow(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+fn refused(why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, why)
 }
 
 /// C's isspace() in the C locale, which Slurm's parser uses; Rust's ASCII
@@ -160,6 +209,25 @@ pub(super) fn next_pair(s: &str) -> Option<(&str, &str, &str)> {
     Some((key, &rest[..len], &rest[len..]))
 }
 
+/// The most of a message quoting a config line that reaches the log.
+pub const MAX_MESSAGE_CHARS: usize = 200;
+
+fn bounded(message: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in message.chars().enumerate() {
+        if n == MAX_MESSAGE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Where a line came from, for error messages.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct At<'a> {
@@ -168,11 +236,14 @@ pub(super) struct At<'a> {
 }
 
 impl At<'_> {
+    /// The message is cut to [`MAX_MESSAGE_CHARS`] with its control
+    /// characters escaped: it quotes the file, and a hostile line must not
+    /// push the file and line number out of a syslog record or forge one.
     pub(super) fn err(&self, message: impl Into<String>) -> ConfError {
         ConfError::Syntax {
             path: self.path.to_owned(),
             line: self.line,
-            message: message.into(),
+            message: bounded(&message.into()),
         }
     }
 }
