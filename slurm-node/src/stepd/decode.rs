@@ -106,6 +106,7 @@ impl<L> ReplyDecoder<L> {
 
     pub fn want(&self) -> Want {
         match self.stage {
+            // Never 0: a full field goes to its layout at once.
             Stage::Field(len) => Want::Bytes(len.saturating_sub(self.field.len()).max(1)),
             Stage::Fd => Want::Fd,
             Stage::Done | Stage::Failed => Want::Nothing,
@@ -181,8 +182,13 @@ impl<L: Op> ReplyDecoder<L> {
     }
 
     fn advance<T>(&mut self, next: Result<Next<T>, CodecError>) -> Result<Option<T>, CodecError> {
-        // A zero-length field (an empty xauthority) is complete at once.
         match next {
+            // A layout ends its reply instead of asking for nothing (an
+            // empty xauthority); a 0 here would never fill, so it fails.
+            Ok(Next::Bytes(0)) => {
+                let op = self.layout.op();
+                Err(self.fail(malformed(op, "zero-length field")))
+            }
             Ok(Next::Bytes(len)) => {
                 self.stage = Stage::Field(len);
                 Ok(None)
@@ -852,6 +858,26 @@ mod tests {
         assert_eq!(d.feed(&ints(&[1])), Ok(None));
         assert!(d.feed_fd(1).is_err(), "descriptor before its type");
         assert!(d.feed(&[]).is_ok(), "an empty chunk is no progress");
+
+        // A layout that asks for nothing fails instead of spinning.
+        struct AsksForNothing;
+        impl Op for AsksForNothing {
+            fn op(&self) -> &'static str {
+                "nothing"
+            }
+        }
+        impl Layout<Fake> for AsksForNothing {
+            type Output = ();
+            fn field(&mut self, _: &[u8]) -> Result<Next<()>, CodecError> {
+                Ok(Next::Bytes(0))
+            }
+        }
+        let mut d = ReplyDecoder::new(AsksForNothing);
+        assert_eq!(
+            d.feed(&ints(&[1])),
+            Err(malformed("nothing", "zero-length field"))
+        );
+        assert_eq!(d.want(), Want::Nothing);
     }
 
     #[test]

@@ -11,19 +11,20 @@
 //!
 //! Layers: [`protocol`] (constants, request encoders, value types) and
 //! [`decode`] (reply decoders, the scan's per-connection exchange) see no
-//! socket; [`client`] (blocking, one request at a time), [`scan`] (poll
-//! over many sockets), `connect` and `fd_passing` move their bytes.
+//! socket. `client` ([`StepdClient`], blocking, one request at a time),
+//! `scan` ([`scan_step_uids`], one poll over many sockets), `connect` and
+//! `fd_passing` move their bytes and name the socket in every error.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-pub mod client;
+mod client;
 mod connect;
 pub mod decode;
 mod fd_passing;
 pub mod protocol;
-pub mod scan;
+mod scan;
 
 pub use client::StepdClient;
 pub use protocol::{
