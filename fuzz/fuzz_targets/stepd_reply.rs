@@ -1,109 +1,181 @@
-//! `StepdClient` against a fake slurmstepd whose every reply byte, from the
-//! handshake answer on, is the fuzz input.
+//! The stepd reply decoders fed a fake slurmstepd's byte stream, from the
+//! handshake answer on, with no socket and no thread: the same codec the
+//! blocking client and the poll scan drive.
 //!
-//! Per input: a listener at a fresh path in a per-process temp dir, and a
-//! peer thread that accepts, reads the client's handshake int, writes the
-//! input and half-closes. It then drains the client's requests until the
-//! client hangs up: closing outright would race the client's next request
-//! (EPIPE instead of reading the queued reply bytes), so the same input
-//! could reach different code on different runs. After the input the client
-//! sees EOF at once, so nothing waits for the deadline.
+//! Per input, two paths over the same bytes:
+//! * the client's: handshake, STATE, STEP_UID, X11_DISPLAY, GET_NS_FD(S)
+//!   (chosen by the version, as the client does), ADD_EXTERN_PID, with a
+//!   failed reply other than a refusal ending the conversation as it makes
+//!   the client's connection unusable. Where a descriptor is due, one byte
+//!   of the input is its carrier message: odd means a descriptor came with
+//!   it, even means none did (the client then fails, as on a real socket).
+//! * the scan's: the per-connection `UidExchange` (handshake, then the uid).
+//!
+//! Each path runs with the bytes handed over in chunks of 1, 3 and as many
+//! as the decoder wants; a decoder must give the same answers whatever the
+//! chunking, and the scan must agree with the client's two decoders run in
+//! turn. None of it may panic.
 
 #![no_main]
 
-use std::io::{Read, Write};
-use std::net::Shutdown;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
-
 use libfuzzer_sys::fuzz_target;
-use slurm_node::stepd::StepdClient;
+use slurm_node::stepd::decode::{
+    AddExternPidReply, HandshakeReply, Layout, NsFdReply, NsFdsReply, ReplyDecoder, StateReply,
+    StepUidReply, UidExchange, Want, X11Reply,
+};
+use slurm_node::stepd::{CodecError, MAX_XAUTHORITY_LEN, NS_FDS_MIN_VERSION, OLDEST_STEPD_VERSION};
 
-/// Generous for a local socket, short enough that a hang shows up fast.
-const DEADLINE: Duration = Duration::from_millis(200);
-/// Bounds the peer's reads too, in case the client misbehaves.
-const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A stand-in descriptor: the offset of its carrier byte.
+type FakeFd = usize;
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-
-fn socket_dir_if_made() -> Option<&'static Path> {
-    DIR.get().map(PathBuf::as_path)
+/// Why a reply did not come out.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    Codec(CodecError),
+    /// The carrier byte came without a descriptor (the client's
+    /// "no descriptor attached").
+    NoDescriptor,
 }
 
-fn socket_dir() -> &'static Path {
-    DIR.get_or_init(|| {
-        // SAFETY: called once, before any socket exists, to make writes to
-        // a hung-up peer fail with EPIPE instead of killing the process
-        // (libFuzzer's main does not do what Rust's runtime does here).
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
-        let dir =
-            std::env::temp_dir().join(format!("slurm-adopt-fuzz-stepd.{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the socket directory");
-        // SAFETY: registers a plain `extern "C" fn` with no arguments.
-        unsafe {
-            libc::atexit(remove_socket_dir);
-        }
-        dir
-    })
+/// The fake stepd's side of the connection: the input, read in order.
+struct Stream<'a> {
+    data: &'a [u8],
+    at: usize,
+    chunk: usize,
 }
 
-/// libFuzzer ends a bounded run with exit(), so this removes the directory
-/// (a crash leaves it behind, next to the artifact that matters more).
-extern "C" fn remove_socket_dir() {
-    if let Some(dir) = socket_dir_if_made() {
-        let _ = std::fs::remove_dir_all(dir);
+impl<'a> Stream<'a> {
+    fn new(data: &'a [u8], chunk: usize) -> Self {
+        Stream { data, at: 0, chunk }
+    }
+
+    /// Up to `n` bytes (fewer at the end of the input, none at EOF).
+    fn read(&mut self, n: usize) -> &'a [u8] {
+        let rest = self.data.get(self.at..).unwrap_or_default();
+        let take = n.min(self.chunk).min(rest.len());
+        self.at += take;
+        rest.get(..take).unwrap_or_default()
+    }
+
+    /// Drive one decoder to the end of its reply, as a transport would.
+    fn reply<L: Layout<FakeFd>>(&mut self, layout: L) -> Result<L::Output, Failure> {
+        let mut d = ReplyDecoder::new(layout);
+        loop {
+            let fed = match d.want() {
+                Want::Bytes(n) => {
+                    assert!(n > 0, "a decoder asked for 0 bytes");
+                    assert!(n <= MAX_XAUTHORITY_LEN, "a decoder asked for {n} bytes");
+                    let chunk = self.read(n);
+                    if chunk.is_empty() {
+                        return Err(Failure::Codec(d.eof()));
+                    }
+                    d.feed(chunk)
+                }
+                Want::Fd => {
+                    let at = self.at;
+                    match self.read(1).first() {
+                        None => return Err(Failure::Codec(d.eof())),
+                        Some(&carrier) if carrier % 2 == 0 => return Err(Failure::NoDescriptor),
+                        Some(_) => d.feed_fd(at),
+                    }
+                }
+                Want::Nothing => panic!("a decoder wants nothing before it answered"),
+            };
+            match fed {
+                Ok(Some(out)) => {
+                    assert_eq!(d.want(), Want::Nothing, "an answered decoder wants more");
+                    return Ok(out);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    assert_eq!(d.want(), Want::Nothing, "a failed decoder wants more");
+                    return Err(Failure::Codec(e));
+                }
+            }
+        }
     }
 }
 
-fn peer(listener: UnixListener, reply: Vec<u8>) {
-    let Ok((mut conn, _)) = listener.accept() else {
-        return;
+/// One request's outcome; a failure other than a refusal ends the run, as
+/// it leaves the client's connection unusable.
+fn record<T: std::fmt::Debug>(log: &mut Vec<String>, result: Result<T, Failure>) -> bool {
+    let go_on = match &result {
+        Ok(_) | Err(Failure::Codec(CodecError::Rejected { .. })) => true,
+        Err(_) => false,
     };
-    drop(listener);
-    let _ = conn.set_read_timeout(Some(PEER_TIMEOUT));
-    let _ = conn.set_write_timeout(Some(PEER_TIMEOUT));
-    let mut hello = [0u8; 4];
-    if conn.read_exact(&mut hello).is_err() {
-        return;
+    log.push(format!("{result:?}"));
+    go_on
+}
+
+/// The client's conversation; what each reply decoded to.
+fn client_path(data: &[u8], chunk: usize) -> Vec<String> {
+    let mut s = Stream::new(data, chunk);
+    let mut log = Vec::new();
+    let version = s.reply(HandshakeReply);
+    if let Ok(v) = version {
+        assert!(v >= OLDEST_STEPD_VERSION);
     }
-    if conn.write_all(&reply).is_err() {
-        return;
+    log.push(format!("{version:?}"));
+    let Ok(version) = version else {
+        return log;
+    };
+    let _ = record(&mut log, s.reply(StateReply { stepd_version: version }))
+        && record(&mut log, s.reply(StepUidReply))
+        && record(&mut log, s.reply(X11Reply::default()))
+        && if version >= NS_FDS_MIN_VERSION {
+            let fds = s.reply(NsFdsReply::default());
+            if let Ok(fds) = &fds {
+                assert!(fds.len() <= slurm_node::stepd::MAX_NAMESPACE_FDS);
+            }
+            record(&mut log, fds)
+        } else {
+            let fds = s.reply(NsFdReply);
+            if let Ok(fds) = &fds {
+                assert!(fds.len() <= 1 && fds.iter().all(|ns| ns.nstype == 0));
+            }
+            record(&mut log, fds)
+        }
+        && record(&mut log, s.reply(AddExternPidReply));
+    log
+}
+
+/// The scan's exchange over the same bytes.
+fn scan_path(data: &[u8], chunk: usize) -> Result<(u32, u32), CodecError> {
+    let mut s = Stream::new(data, chunk);
+    let mut x = UidExchange::new();
+    assert_eq!(x.unsent().len(), 8);
+    x.sent(usize::MAX);
+    assert!(x.unsent().is_empty());
+    loop {
+        let Want::Bytes(n) = x.want() else {
+            panic!("the exchange stopped wanting bytes before it answered");
+        };
+        let chunk = s.read(n);
+        if chunk.is_empty() {
+            return Err(x.eof());
+        }
+        if let Some(answer) = x.feed(chunk)? {
+            assert_eq!(x.version(), Some(answer.0));
+            return Ok(answer);
+        }
     }
-    let _ = conn.shutdown(Shutdown::Write);
-    let mut sink = [0u8; 256];
-    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
 }
 
 fuzz_target!(|data: &[u8]| {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = socket_dir().join(format!("n1_{n}.4294967292"));
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).expect("bind the fake stepd socket");
-    let reply = data.to_vec();
-    let server = thread::spawn(move || peer(listener, reply));
-
-    if let Ok(mut client) = StepdClient::connect(&path, Instant::now() + DEADLINE) {
-        let _ = client.protocol_version();
-        let _ = client.state();
-        let _ = client.step_uid();
-        let _ = client.x11_display();
-        let _ = client.namespace_fds();
-        let _ = client.add_extern_pid(4242);
+    let chunks = [1, 3, usize::MAX];
+    let client = client_path(data, usize::MAX);
+    for chunk in chunks {
+        assert_eq!(client_path(data, chunk), client, "client path by {chunk}");
     }
 
-    // If the client never connected, the peer still sits in accept():
-    // a throwaway connection that closes at once lets it return.
-    if !server.is_finished() {
-        let _ = UnixStream::connect(&path);
+    let scan = scan_path(data, usize::MAX);
+    for chunk in chunks {
+        assert_eq!(scan_path(data, chunk), scan, "scan path by {chunk}");
     }
-    server.join().expect("fake stepd thread panicked");
-    let _ = std::fs::remove_file(&path);
+    // The pipelined exchange is the client's two decoders back to back.
+    let mut s = Stream::new(data, usize::MAX);
+    let sequential = s.reply(HandshakeReply).and_then(|version| {
+        s.reply(StepUidReply).map(|uid| (version, uid))
+    });
+    assert_eq!(scan.map_err(Failure::Codec), sequential);
 });

@@ -300,16 +300,13 @@ pub fn adopt(
 /// the job vanished between the scan and the adoption.
 fn vanished_or(job_id: u32, e: StepdError) -> AdoptError {
     match e {
-        StepdError::Closed { op, .. } if op == ADD_EXTERN_PID_OP => {
+        StepdError::Closed { op, .. } if op == slurm_node::stepd::protocol::op::ADD_EXTERN_PID => {
             AdoptError::JobVanished { job_id }
         }
         e if e.is_stale_socket() => AdoptError::JobVanished { job_id },
         e => AdoptError::Stepd(e),
     }
 }
-
-/// The name the stepd client gives the ADD_EXTERN_PID exchange in its errors.
-const ADD_EXTERN_PID_OP: &str = "add_extern_pid";
 
 /// ADD_EXTERN_PID, once more if the stepd refused because it was still
 /// starting: its socket appears before its cgroups are ready, so a login

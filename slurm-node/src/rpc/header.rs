@@ -279,7 +279,7 @@ pub fn encode_message(
     }
     p.extend_raw(body);
     let mut out = p.into_bytes();
-    let total = out.len() - 4;
+    let total = out.len().saturating_sub(4);
     let total32 = u32::try_from(total)
         .ok()
         .filter(|&n| n <= MAX_FRAME_LEN)
@@ -287,7 +287,10 @@ pub fn encode_message(
             len: total,
             max: MAX_FRAME_LEN,
         })?;
-    out[..4].copy_from_slice(&total32.to_be_bytes());
+    // The placeholder packed first is always there; patch it in place.
+    for (dst, src) in out.iter_mut().zip(total32.to_be_bytes()) {
+        *dst = src;
+    }
     Ok(out)
 }
 
