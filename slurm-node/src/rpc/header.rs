@@ -569,7 +569,7 @@ mod tests {
                 let mut f = seed[4..].to_vec();
                 for _ in 0..=rng.below(4) {
                     let at = rng.below(f.len());
-                    f[at] = rng.next_u64() as u8;
+                    f[at] = rng.next_u64().to_le_bytes()[0];
                 }
                 f
             };

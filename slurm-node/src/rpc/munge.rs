@@ -403,7 +403,9 @@ pub(crate) mod tests {
 
     impl Drop for TestMunged {
         fn drop(&mut self) {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let pid = nix::unistd::Pid::from_raw(
+                i32::try_from(self.child.id()).expect("a pid fits an i32"),
+            );
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let until = Instant::now() + Duration::from_secs(5);
             while Instant::now() < until {

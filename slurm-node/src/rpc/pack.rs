@@ -310,11 +310,12 @@ pub(crate) mod tests {
         }
 
         pub(crate) fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % (n.max(1) as u64)) as usize
+            let n = u64::try_from(n.max(1)).expect("usize fits u64");
+            usize::try_from(self.next_u64() % n).expect("below a usize")
         }
 
         pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next_u64() as u8).collect()
+            (0..len).map(|_| self.next_u64().to_le_bytes()[0]).collect()
         }
     }
 
@@ -420,7 +421,7 @@ pub(crate) mod tests {
             let mut data = rng.bytes(len);
             // Plant plausible small lengths so the string paths get exercised.
             if len >= 4 && rng.below(2) == 0 {
-                let l = rng.below(len) as u32;
+                let l = u32::try_from(rng.below(len)).expect("a test length fits u32");
                 data[..4].copy_from_slice(&l.to_be_bytes());
             }
             let mut u = Unpacker::new(&data);

@@ -336,7 +336,10 @@ mod tests {
             let (mut conn, _) = listener.accept().expect("accept");
             let mut hello = [0u8; 4];
             conn.read_exact(&mut hello).expect("read handshake");
-            assert_eq!(i32::from_ne_bytes(hello), CLIENT_PROTOCOL_VERSION as i32);
+            assert_eq!(
+                i32::from_ne_bytes(hello),
+                i32::try_from(CLIENT_PROTOCOL_VERSION).expect("version fits")
+            );
             conn.write_all(&int(version)).expect("write version");
             for (request_len, reply) in script {
                 let mut req = vec![0u8; request_len];
