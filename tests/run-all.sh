@@ -71,6 +71,7 @@ tier2_package() {
 
 stage "install build dependencies" tests/scripts/install-build-deps.sh
 stage "tier 1: fmt, clippy, cargo test" tier1
+stage "tier 1: cargo-deny (licenses, bans, sources)" tests/scripts/deny.sh
 stage "tier 1: fuzz the RPC, stepd and /proc/net parsers (bounded)" tests/scripts/fuzz.sh
 stage "SELinux policy: build, private store, sesearch checks" selinux_policy
 stage "tier 2: set up real Slurm on this host" tests/real-slurm/setup-host.sh
