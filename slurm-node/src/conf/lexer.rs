@@ -35,7 +35,23 @@ pub(super) fn read_text(path: &Path) -> io::Result<String> {
                     link.uid()
                 )));
             }
-            open_no_follow(&fs::canonicalize(path)?)?
+            // One hop only: the target is opened O_NOFOLLOW too, so a
+            // chain of links ends here with ELOOP.
+            let target = fs::read_link(path)?;
+            let target = match path.parent() {
+                Some(dir) if target.is_relative() => dir.join(target),
+                _ => target,
+            };
+            open_no_follow(&target).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    refused(format!(
+                        "a symbolic link to another link ({}); point it at the file",
+                        target.display()
+                    ))
+                } else {
+                    e
+                }
+            })?
         }
         other => other?,
     };

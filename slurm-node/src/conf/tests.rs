@@ -645,3 +645,79 @@ fn provenance_names_the_file_and_line_through_includes() {
     assert_eq!(c.node_origin("DEFAULT"), None);
     assert_eq!(c.node_origin("c5"), None);
 }
+
+/// The reader runs inside sshd: what the file is, is judged on the open fd.
+mod opened_safely {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::time::{Duration, Instant};
+
+    fn load_err(path: &Path) -> String {
+        SlurmConf::load(path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_not_waited_on() {
+        let dir = TempDir::new().unwrap();
+        let fifo = dir.path().join("slurm.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let started = Instant::now();
+        let err = load_err(&fifo);
+        assert!(started.elapsed() < Duration::from_secs(1), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(
+            err.contains(&fifo.display().to_string()),
+            "names the file: {err}"
+        );
+    }
+
+    #[test]
+    fn dev_null_reads_as_empty() {
+        let dir = TempDir::new().unwrap();
+        let conf = write(
+            dir.path(),
+            "slurm.conf",
+            "NodeName=c1 CPUs=1\nInclude /dev/null\n",
+        );
+        SlurmConf::load(&conf).unwrap();
+    }
+
+    #[test]
+    fn a_world_writable_file_is_refused() {
+        let dir = TempDir::new().unwrap();
+        let conf = write(dir.path(), "slurm.conf", "NodeName=c1 CPUs=1\n");
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o666)).unwrap();
+        let err = load_err(&conf);
+        assert!(err.contains("writable by others"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_is_followed_once_but_not_twice() {
+        let dir = TempDir::new().unwrap();
+        let real = write(dir.path(), "shared/slurm.conf", "NodeName=c1 CPUs=1\n");
+        let once = dir.path().join("slurm.conf");
+        symlink(&real, &once).unwrap();
+        // The link's owner is the reader (the test's uid): followed.
+        SlurmConf::load(&once).unwrap();
+        let twice = dir.path().join("slurm-twice.conf");
+        symlink(&once, &twice).unwrap();
+        let err = load_err(&twice);
+        assert!(err.contains("to another link"), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_line_cannot_push_the_file_and_line_out_of_the_message() {
+        let dir = TempDir::new().unwrap();
+        let long = format!("SlurmdPort={}\n", "9\n".replace('\n', "x").repeat(5000));
+        let conf = write(dir.path(), "slurm.conf", &long);
+        let err = load_err(&conf);
+        assert!(err.starts_with(&format!("{}:1:", conf.display())), "{err}");
+        assert!(err.len() < 600, "bounded: {} chars", err.len());
+        let conf = write(dir.path(), "slurm2.conf", "SlurmdPort=9\u{1b}[2J\n");
+        let err = load_err(&conf);
+        assert!(
+            !err.contains('\u{1b}'),
+            "control characters escaped: {err:?}"
+        );
+    }
+}
