@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bounded cargo-fuzz run of slurm-node's parsers (targets in fuzz/fuzz_targets):
 #   rpc_decode   RPC frames, headers, callerid/rc bodies, Unpacker
-#   stepd_reply  StepdClient reading a fake slurmstepd's replies
+#   stepd_reply  the stepd reply decoders, client and scanner paths, no sockets
 #   proc_net     /proc/net/tcp{,6} parsing
 #
 # Installs cargo-fuzz (and the Debian build packages) when missing, builds
