@@ -35,6 +35,7 @@ stage() {
 log_dir=$(mktemp -d /tmp/slurm-adopt-ci.XXXXXX)
 
 tier1() {
+    tests/scripts/import-cycles.py
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     cargo build --workspace --quiet

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selection};
-use slurm_node::stepd::X11Display;
 
+pub use crate::node::Adopted;
 use crate::node::{AdoptError, NodeError};
 use crate::options::{AdoptFailureAction, GenericFailureAction, Options};
 use crate::outcome::{Decision, LogLine, Outcome, Priority, Reason};
@@ -66,16 +66,6 @@ pub struct CallerIdLookup {
     /// The client end, as "ADDR port N", when there was a TCP connection.
     pub from: Option<String>,
     pub error: Option<String>,
-}
-
-/// What an adoption did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Adopted {
-    pub via: &'static str,
-    pub x11: Option<X11Display>,
-    /// Why the X11 display could not be read; the login stays adopted.
-    pub x11_error: Option<String>,
-    pub namespaces_joined: usize,
 }
 
 /// Every I/O step of a login. Each call is bounded by the deadline it is

@@ -13,10 +13,9 @@ use slurm_node::nodename;
 use slurm_node::select::Candidate;
 use slurm_node::spool::{self, SkipReason, SpoolError, StepSocket};
 use slurm_node::stepd::{
-    NamespaceFd, SCAN_BATCH, StepState, StepdClient, StepdError, scan_step_uids,
+    NamespaceFd, SCAN_BATCH, StepState, StepdClient, StepdError, X11Display, scan_step_uids,
 };
 
-use crate::decide::Adopted;
 use crate::options::{AdoptVia, Options};
 
 const PROC_ROOT: &str = "/proc";
@@ -100,6 +99,16 @@ impl NodeView {
             trusted_uids,
         })
     }
+}
+
+/// What an adoption did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adopted {
+    pub via: &'static str,
+    pub x11: Option<X11Display>,
+    /// Why the X11 display could not be read; the login stays adopted.
+    pub x11_error: Option<String>,
+    pub namespaces_joined: usize,
 }
 
 /// One of the user's jobs, with the stepd connection kept open so the
