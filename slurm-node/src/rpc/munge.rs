@@ -406,4 +406,113 @@ pub(crate) mod tests {
             Some(Path::new("/s"))
         );
     }
+
+    #[test]
+    fn interoperates_with_the_munge_cli() {
+        let munged = TestMunged::start();
+        let ctx = munged.context();
+        let sock = format!("--socket={}", munged.socket().display());
+        let out = Command::new(find("munge").expect("munge CLI"))
+            .arg(&sock)
+            .arg("-s")
+            .arg("from the cli")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let cred = String::from_utf8(out.stdout).unwrap();
+        let d = ctx.decode(cred.trim()).unwrap();
+        assert_eq!(d.payload, b"from the cli");
+        assert_eq!(d.uid, nix::unistd::getuid().as_raw());
+
+        let native = ctx.encode(b"from rust").unwrap();
+        let mut child = Command::new(find("unmunge").expect("unmunge CLI"))
+            .arg(&sock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), native.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("STATUS:") && text.contains("Success"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("from rust"), "{text}");
+    }
+
+    /// A munged that accepts and never answers.
+    #[test]
+    fn a_silent_munged_costs_only_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let held = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for s in listener.incoming().take(2) {
+                kept.push(s);
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let ctx = MungeContext::with_socket(&path);
+        let budget = Duration::from_millis(500);
+        let started = Instant::now();
+        let e = ctx.encode_by(b"x", None, started + budget).unwrap_err();
+        let took = started.elapsed();
+        assert!(e.is_timeout(), "{e}");
+        assert!(
+            took >= budget && took < budget + Duration::from_millis(200),
+            "{took:?}"
+        );
+        eprintln!("encode against a silent munged gave up after {took:?}: {e}");
+
+        let started = Instant::now();
+        let e = ctx.decode_by("MUNGE:x:", started + budget).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            e.is_timeout() && matches!(e, MungeError::Decode { .. }),
+            "{e}"
+        );
+        assert!(
+            took >= budget && took < budget + Duration::from_millis(200),
+            "{took:?}"
+        );
+
+        // A spent deadline fails at once, without connecting.
+        let e = ctx.encode_by(b"x", None, Instant::now()).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        held.join().unwrap();
+    }
+
+    /// A SIGSTOPped real munged: the case libmunge waited ten seconds on.
+    #[test]
+    fn a_stopped_munged_costs_only_the_budget() {
+        let munged = TestMunged::start();
+        let ctx = munged.context();
+        let cred = ctx.encode(b"x").unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(munged.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let budget = Duration::from_millis(1000);
+        let started = Instant::now();
+        let enc = ctx.encode_by(b"y", None, started + budget);
+        let enc_took = started.elapsed();
+        let started = Instant::now();
+        let dec = ctx.decode_by(&cred, started + budget);
+        let dec_took = started.elapsed();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        eprintln!("stopped munged: encode {enc_took:?}, decode {dec_took:?}");
+        assert!(enc.unwrap_err().is_timeout());
+        assert!(dec.unwrap_err().is_timeout());
+        assert!(
+            enc_took < budget + Duration::from_millis(200),
+            "{enc_took:?}"
+        );
+        assert!(
+            dec_took < budget + Duration::from_millis(200),
+            "{dec_took:?}"
+        );
+    }
 }
