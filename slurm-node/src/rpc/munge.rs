@@ -25,6 +25,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `EMUNGE_SOCKET` and `EMUNGE_TIMEOUT` in munge.h, for transport failures.
 pub const EMUNGE_SOCKET: i32 = 6;
 pub const EMUNGE_TIMEOUT: i32 = 7;
+/// `EMUNGE_BAD_LENGTH`: a request too large for the protocol.
+const EMUNGE_BAD_LENGTH: i32 = 3;
 
 /// Which munged socket an operation used, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +202,8 @@ impl MungeContext {
             code,
             message,
         };
-        let frame = codec::decode_request(cred).map_err(|e| fail(i32::from(3u8), e.to_string()))?;
+        let frame =
+            codec::decode_request(cred).map_err(|e| fail(EMUNGE_BAD_LENGTH, e.to_string()))?;
         let body = transport::exchange(path, &frame, codec::DEC_RSP, deadline)
             .map_err(|e| fail(transport_code(&e), e.to_string()))?;
         let reply = codec::decode_decode_reply(&body)

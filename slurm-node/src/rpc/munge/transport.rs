@@ -205,3 +205,42 @@ pub fn exchange(
     read_exact(&mut s, &mut body, "reading munged's reply", deadline)?;
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_munge_or_ourselves_are_trusted() {
+        assert!(trusted_peer(0));
+        assert!(trusted_peer(nix::unistd::geteuid().as_raw()));
+        if let Ok(Some(u)) = nix::unistd::User::from_name("munge") {
+            assert!(trusted_peer(u.uid.as_raw()));
+        }
+        let stranger = 4_242_424;
+        assert!(nix::unistd::User::from_uid(stranger.into()).is_ok_and(|u| u.is_none()));
+        assert!(!trusted_peer(stranger));
+    }
+
+    #[test]
+    fn a_missing_socket_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = exchange(
+            &dir.path().join("absent"),
+            b"x",
+            codec::ENC_RSP,
+            Instant::now() + std::time::Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TransportError::Io {
+                    errno: Errno::ENOENT,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
