@@ -24,7 +24,7 @@ esac
 die() { echo "build-deb.sh: $*" >&2; exit 1; }
 
 # --------------------------------------------------------------- tools
-# libpam and libmunge to link against, and the pinned toolchain.
+# libpam to link against, munge for the tests, and the pinned toolchain.
 "$repo/tests/scripts/install-build-deps.sh"
 need_pkgs=()
 command -v dpkg-shlibdeps >/dev/null || need_pkgs+=(dpkg-dev)

@@ -155,12 +155,12 @@ impl PrivateMunged {
         Ok(me)
     }
 
-    /// The socket to give libmunge (`AuthInfo=socket=...`).
+    /// The socket to give the munge client (`AuthInfo=socket=...`).
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("socket")
     }
 
-    /// A libmunge context on this munged.
+    /// A munge client context on this munged.
     pub fn context(&self) -> MungeContext {
         MungeContext::with_socket(self.socket())
     }

@@ -10,7 +10,7 @@
 set -euo pipefail
 
 packages=(slurmd slurmctld slurm-client munge libpam-slurm-adopt openssh-server
-    openssh-client rsyslog pamtester libpam-wrapper libpam0g-dev libmunge-dev
+    openssh-client rsyslog pamtester libpam-wrapper libpam0g-dev
     procps iproute2)
 marker='# written by slurm-adopt tests/real-slurm/setup-host.sh'
 keydir=/var/lib/slurm-adopt-tests/keys

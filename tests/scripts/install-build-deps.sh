@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the build and the unprivileged test tier need:
-# libpam headers to link pam_adopt.so, libmunge for the callerid RPC,
-# pam_wrapper to load the module without root, binutils for `nm -D`.
+# libpam headers to link pam_adopt.so, munge (munged and its CLI) for the
+# callerid tests, pam_wrapper to load the module without root, binutils
+# for `nm -D`. No libmunge: the munged client is native.
 set -euo pipefail
 
-packages=(libpam0g-dev libpam-wrapper pamtester libmunge-dev munge binutils gcc)
+packages=(libpam0g-dev libpam-wrapper pamtester munge binutils gcc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

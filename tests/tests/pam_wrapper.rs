@@ -1084,3 +1084,38 @@ fn non_root_branches_run_as_nobody() {
         "the run as {UNPRIVILEGED} did not take the non-root branch: {all}"
     );
 }
+
+/// munged SIGSTOPped (issue 12): the credential cannot be made, callerid
+/// fails within the module's budget, and action_unknown decides. libmunge
+/// retried for ten seconds here; the native client stops at the deadline.
+#[test]
+fn a_stopped_munged_leaves_the_choice_to_action_unknown_in_time() {
+    let n = CallerIdNode::new(0x2C00, |c| c.answer(Answer::Job(OLDER)));
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(n.munged.pid().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} munged");
+    };
+    signal("STOP");
+    let limit = Duration::from_millis(1500);
+    n.node
+        .service("sshd", "timeout_ms=1000 action_unknown=deny");
+    let deny = n.probe(true);
+    n.node
+        .service("sshd", "timeout_ms=1000 action_unknown=newest");
+    let newest = n.probe(true);
+    signal("CONT");
+    eprintln!(
+        "stopped munged: deny decided in {:?}, newest in {:?}",
+        deny.elapsed, newest.elapsed
+    );
+    deny.assert_unknown_denied("stopped munged, deny");
+    assert!(deny.elapsed < limit, "deny took {:?}", deny.elapsed);
+    newest.assert_adopted(&n, NEWER, "stopped munged, newest");
+    assert!(newest.elapsed < limit, "newest took {:?}", newest.elapsed);
+    assert!(n.slurmd.requests().is_empty(), "no credential, no request");
+    assert!(n.added_pids(OLDER).is_empty());
+}

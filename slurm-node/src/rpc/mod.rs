@@ -1,5 +1,5 @@
 //! The slurmd network RPC, spoken natively (no libslurm): framing and the
-//! per-version header, the munge credential through a small libmunge FFI,
+//! per-version header, the munge credential through a native munged client,
 //! the KangarooTwelve body hash, and the one exchange this crate needs,
 //! `REQUEST_NETWORK_CALLERID` (slurm-protocol.md §4).
 //!

@@ -1,54 +1,32 @@
-//! A minimal hand-written binding to libmunge (munge.h, 0.5.x).
+//! A native client for munged: encode and decode credentials over its unix
+//! socket, without libmunge.
 //!
-//! Hand-written rather than bindgen'd so the build needs neither libclang nor
-//! a build script, and so the `int` lengths are spelled `c_int` (a binding
-//! that says `usize` corrupts the stack on 64-bit). This is the only file of
-//! the crate with `unsafe`.
-//!
-//! A fresh munge context is made for each call: libmunge contexts are not
-//! thread-safe and `munge_decode` overwrites the one it is given, so a
-//! shared one would need a lock and would leak one call's settings into the
-//! next. Creating one is a small allocation.
+//! libmunge retries a silent munged for about ten seconds whatever its
+//! caller's budget; this client bounds every connect, write and read by the
+//! deadline it is given ([`transport`]), and keeps the wire format in a
+//! socket-free codec ([`codec`]). Each call is one connection, as with
+//! libmunge, so nothing is shared between threads.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
+pub mod codec;
+pub mod transport;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::ptr;
+use std::time::{Duration, Instant};
 
-/// `munge_ctx` is opaque; only pointers to it cross the boundary.
-#[repr(C)]
-struct MungeCtx {
-    _opaque: [u8; 0],
-}
+use transport::TransportError;
 
-/// `MUNGE_OPT_SOCKET` in munge.h: the value is a `char *`.
-const MUNGE_OPT_SOCKET: c_int = 8;
-/// `MUNGE_OPT_UID_RESTRICTION` in munge.h: the value is a `uid_t`.
-const MUNGE_OPT_UID_RESTRICTION: c_int = 9;
-const EMUNGE_SUCCESS: c_int = 0;
+/// munged's compiled-in socket on Debian and upstream.
+pub const DEFAULT_SOCKET: &str = "/run/munge/munge.socket.2";
 
-#[link(name = "munge")]
-unsafe extern "C" {
-    fn munge_ctx_create() -> *mut MungeCtx;
-    fn munge_ctx_destroy(ctx: *mut MungeCtx);
-    fn munge_ctx_set(ctx: *mut MungeCtx, opt: c_int, ...) -> c_int;
-    fn munge_ctx_strerror(ctx: *mut MungeCtx) -> *const c_char;
-    fn munge_strerror(e: c_int) -> *const c_char;
-    fn munge_encode(
-        cred: *mut *mut c_char,
-        ctx: *mut MungeCtx,
-        buf: *const c_void,
-        len: c_int,
-    ) -> c_int;
-    fn munge_decode(
-        cred: *const c_char,
-        ctx: *mut MungeCtx,
-        buf: *mut *mut c_void,
-        len: *mut c_int,
-        uid: *mut libc::uid_t,
-        gid: *mut libc::gid_t,
-    ) -> c_int;
-}
+/// The budget of the calls that take no deadline.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `EMUNGE_SOCKET` and `EMUNGE_TIMEOUT` in munge.h, for transport failures.
+pub const EMUNGE_SOCKET: i32 = 6;
+pub const EMUNGE_TIMEOUT: i32 = 7;
+/// `EMUNGE_BAD_LENGTH`: a request too large for the protocol.
+const EMUNGE_BAD_LENGTH: i32 = 3;
 
 /// Which munged socket an operation used, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +36,7 @@ impl fmt::Display for SocketName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Some(p) => write!(f, "{}", p.display()),
-            None => f.write_str("the default munged socket"),
+            None => write!(f, "the default munged socket {DEFAULT_SOCKET}"),
         }
     }
 }
@@ -67,33 +45,42 @@ impl fmt::Display for SocketName {
 pub enum MungeError {
     #[error("munge socket path {path:?} contains a NUL byte")]
     InvalidSocketPath { path: PathBuf },
-    #[error("munge_ctx_create failed (out of memory) for {socket}")]
-    ContextCreate { socket: SocketName },
-    #[error("munge_ctx_set({option}) via {socket}: {message} (munge error {code})")]
-    ContextSet {
-        socket: SocketName,
-        option: &'static str,
-        code: i32,
-        message: String,
-    },
     #[error("munge payload of {len} bytes is too large")]
     PayloadTooLarge { len: usize },
     #[error("munge credential contains a NUL byte")]
     CredentialNul,
-    #[error("munge_encode via {socket}: {message} (munge error {code})")]
+    /// `code` is munged's `munge_err_t`, or 6 (socket) / 7 (timeout) when
+    /// the failure was reaching munged.
+    #[error("munge encode via {socket}: {message} (munge error {code})")]
     Encode {
         socket: SocketName,
         code: i32,
         message: String,
     },
-    #[error("munge_encode via {socket} returned a credential that is not text")]
+    #[error("munge encode via {socket} returned a credential that is not text")]
     EncodeOutput { socket: SocketName },
-    #[error("munge_decode via {socket}: {message} (munge error {code})")]
+    #[error("munge decode via {socket}: {message} (munge error {code})")]
     Decode {
         socket: SocketName,
         code: i32,
         message: String,
     },
+}
+
+impl MungeError {
+    /// True when munged did not answer within the deadline.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::Encode {
+                code: EMUNGE_TIMEOUT,
+                ..
+            } | Self::Decode {
+                code: EMUNGE_TIMEOUT,
+                ..
+            }
+        )
+    }
 }
 
 /// What a valid credential says.
@@ -111,55 +98,17 @@ pub struct MungeContext {
     socket: Option<PathBuf>,
 }
 
-/// Owns one libmunge context and destroys it on every exit path.
-struct Ctx(*mut MungeCtx);
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        // SAFETY: self.0 came from munge_ctx_create, is non-null (checked in
-        // MungeContext::ctx) and is destroyed only here, once.
-        unsafe { munge_ctx_destroy(self.0) }
-    }
-}
-
-/// Frees a buffer that libmunge malloc'ed for us, on every exit path.
-struct Malloced(*mut c_void);
-
-impl Drop for Malloced {
-    fn drop(&mut self) {
-        if !self.0.is_null() {
-            // SAFETY: the pointer was allocated with malloc by libmunge and
-            // handed to us to free; nothing else holds it.
-            unsafe { libc::free(self.0) }
-        }
-    }
-}
-
-/// Copies a static C string from libmunge; null becomes a placeholder.
-fn c_text(p: *const c_char) -> String {
-    if p.is_null() {
-        return String::from("unknown munge error");
-    }
-    // SAFETY: libmunge returns NUL-terminated strings that stay valid at
-    // least until the context is next used or destroyed; we copy at once.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
-fn error_text(ctx: &Ctx, code: c_int) -> String {
-    // SAFETY: ctx.0 is a live context owned by the caller's Ctx.
-    let detail = unsafe { munge_ctx_strerror(ctx.0) };
-    if detail.is_null() {
-        // SAFETY: munge_strerror accepts any value and returns a static string.
-        c_text(unsafe { munge_strerror(code) })
+fn transport_code(e: &TransportError) -> i32 {
+    if e.is_timeout() {
+        EMUNGE_TIMEOUT
     } else {
-        c_text(detail)
+        EMUNGE_SOCKET
     }
 }
 
 impl MungeContext {
-    /// munged's compiled-in default socket, or `socket` (Slurm's
-    /// `AuthInfo=socket=`) when given. Never fails: a path libmunge cannot
-    /// take is reported by the first encode or decode.
+    /// munged's default socket, or `socket` (Slurm's `AuthInfo=socket=`)
+    /// when given. Never fails: a bad path is reported by the first call.
     pub fn new(socket: Option<&str>) -> Self {
         Self {
             socket: socket.map(PathBuf::from),
@@ -181,39 +130,19 @@ impl MungeContext {
         SocketName(self.socket().map(Path::to_path_buf))
     }
 
-    fn ctx(&self) -> Result<Ctx, MungeError> {
-        // SAFETY: no preconditions; a null result is checked below.
-        let raw = unsafe { munge_ctx_create() };
-        if raw.is_null() {
-            return Err(MungeError::ContextCreate {
-                socket: self.name(),
-            });
-        }
-        let ctx = Ctx(raw);
-        if let Some(socket) = &self.socket {
-            let path = CString::new(socket.as_os_str().as_encoded_bytes()).map_err(|_| {
-                MungeError::InvalidSocketPath {
-                    path: socket.clone(),
-                }
-            })?;
-            // SAFETY: ctx.0 is live; MUNGE_OPT_SOCKET takes one `char *`,
-            // and libmunge copies the string before returning.
-            let code = unsafe { munge_ctx_set(ctx.0, MUNGE_OPT_SOCKET, path.as_ptr()) };
-            if code != EMUNGE_SUCCESS {
-                return Err(MungeError::ContextSet {
-                    socket: self.name(),
-                    option: "MUNGE_OPT_SOCKET",
-                    code,
-                    message: error_text(&ctx, code),
-                });
+    fn path(&self) -> Result<&Path, MungeError> {
+        match &self.socket {
+            Some(p) if p.as_os_str().as_encoded_bytes().contains(&0) => {
+                Err(MungeError::InvalidSocketPath { path: p.clone() })
             }
+            Some(p) => Ok(p),
+            None => Ok(Path::new(DEFAULT_SOCKET)),
         }
-        Ok(ctx)
     }
 
     /// Creates a credential any uid may decode, carrying `payload`.
     pub fn encode(&self, payload: &[u8]) -> Result<String, MungeError> {
-        self.encode_for(payload, None)
+        self.encode_by(payload, None, Instant::now() + DEFAULT_TIMEOUT)
     }
 
     /// Creates a credential carrying `payload`, decodable only by
@@ -223,85 +152,70 @@ impl MungeContext {
         payload: &[u8],
         restrict_uid: Option<u32>,
     ) -> Result<String, MungeError> {
-        let len = c_int::try_from(payload.len())
+        self.encode_by(payload, restrict_uid, Instant::now() + DEFAULT_TIMEOUT)
+    }
+
+    /// [`Self::encode_for`], failing with a timeout at `deadline`.
+    pub fn encode_by(
+        &self,
+        payload: &[u8],
+        restrict_uid: Option<u32>,
+        deadline: Instant,
+    ) -> Result<String, MungeError> {
+        let path = self.path()?;
+        let frame = codec::encode_request(payload, restrict_uid)
             .map_err(|_| MungeError::PayloadTooLarge { len: payload.len() })?;
-        let ctx = self.ctx()?;
-        if let Some(uid) = restrict_uid {
-            let uid: libc::uid_t = uid;
-            // SAFETY: ctx.0 is live; MUNGE_OPT_UID_RESTRICTION takes one
-            // `uid_t`, passed by value as the variadic argument.
-            let code = unsafe { munge_ctx_set(ctx.0, MUNGE_OPT_UID_RESTRICTION, uid) };
-            if code != EMUNGE_SUCCESS {
-                return Err(MungeError::ContextSet {
-                    socket: self.name(),
-                    option: "MUNGE_OPT_UID_RESTRICTION",
-                    code,
-                    message: error_text(&ctx, code),
-                });
-            }
-        }
-        let mut cred: *mut c_char = ptr::null_mut();
-        let buf = if payload.is_empty() {
-            ptr::null()
-        } else {
-            payload.as_ptr().cast::<c_void>()
+        let fail = |code: i32, message: String| MungeError::Encode {
+            socket: self.name(),
+            code,
+            message,
         };
-        // SAFETY: `cred` is a valid out-pointer; `buf` points to `len`
-        // readable bytes (or is null with len 0); ctx.0 is live.
-        let code = unsafe { munge_encode(&mut cred, ctx.0, buf, len) };
-        let owned = Malloced(cred.cast::<c_void>());
-        if code != EMUNGE_SUCCESS {
-            return Err(MungeError::Encode {
-                socket: self.name(),
-                code,
-                message: error_text(&ctx, code),
-            });
+        let body = transport::exchange(path, &frame, codec::ENC_RSP, deadline)
+            .map_err(|e| fail(transport_code(&e), e.to_string()))?;
+        let reply = codec::decode_encode_reply(&body)
+            .map_err(|e| fail(EMUNGE_SOCKET, format!("malformed reply: {e}")))?;
+        if reply.error != 0 {
+            return Err(fail(i32::from(reply.error), reply.message));
         }
-        if owned.0.is_null() {
-            return Err(MungeError::EncodeOutput {
-                socket: self.name(),
-            });
+        let mut cred = reply.credential;
+        while cred.last() == Some(&0) {
+            cred.pop();
         }
-        // SAFETY: on success libmunge returns a NUL-terminated base64 string,
-        // which stays allocated until `owned` is dropped after this copy.
-        let text = unsafe { CStr::from_ptr(cred) };
-        text.to_str()
-            .map(str::to_owned)
-            .map_err(|_| MungeError::EncodeOutput {
-                socket: self.name(),
-            })
+        String::from_utf8(cred).map_err(|_| MungeError::EncodeOutput {
+            socket: self.name(),
+        })
     }
 
     /// Validates a credential and returns who made it and its payload.
     pub fn decode(&self, cred: &str) -> Result<Decoded, MungeError> {
-        let cred = CString::new(cred).map_err(|_| MungeError::CredentialNul)?;
-        let ctx = self.ctx()?;
-        let mut buf: *mut c_void = ptr::null_mut();
-        let mut len: c_int = 0;
-        let mut uid: libc::uid_t = libc::uid_t::MAX;
-        let mut gid: libc::gid_t = libc::gid_t::MAX;
-        // SAFETY: `cred` is NUL-terminated; every out-pointer is valid for
-        // writes; ctx.0 is live.
-        let code =
-            unsafe { munge_decode(cred.as_ptr(), ctx.0, &mut buf, &mut len, &mut uid, &mut gid) };
-        // Some failures (expired, replayed) still allocate the payload.
-        let owned = Malloced(buf);
-        if code != EMUNGE_SUCCESS {
-            return Err(MungeError::Decode {
-                socket: self.name(),
-                code,
-                message: error_text(&ctx, code),
-            });
+        self.decode_by(cred, Instant::now() + DEFAULT_TIMEOUT)
+    }
+
+    /// [`Self::decode`], failing with a timeout at `deadline`.
+    pub fn decode_by(&self, cred: &str, deadline: Instant) -> Result<Decoded, MungeError> {
+        if cred.contains('\0') {
+            return Err(MungeError::CredentialNul);
         }
-        let len = usize::try_from(len).unwrap_or(0);
-        let payload = if owned.0.is_null() || len == 0 {
-            Vec::new()
-        } else {
-            // SAFETY: libmunge allocated `len` bytes at `buf` (plus a NUL it
-            // does not count); `owned` keeps them alive during the copy.
-            unsafe { std::slice::from_raw_parts(owned.0.cast::<u8>(), len) }.to_vec()
+        let path = self.path()?;
+        let fail = |code: i32, message: String| MungeError::Decode {
+            socket: self.name(),
+            code,
+            message,
         };
-        Ok(Decoded { uid, gid, payload })
+        let frame =
+            codec::decode_request(cred).map_err(|e| fail(EMUNGE_BAD_LENGTH, e.to_string()))?;
+        let body = transport::exchange(path, &frame, codec::DEC_RSP, deadline)
+            .map_err(|e| fail(transport_code(&e), e.to_string()))?;
+        let reply = codec::decode_decode_reply(&body)
+            .map_err(|e| fail(EMUNGE_SOCKET, format!("malformed reply: {e}")))?;
+        if reply.error != 0 {
+            return Err(fail(i32::from(reply.error), reply.message));
+        }
+        Ok(Decoded {
+            uid: reply.cred_uid,
+            gid: reply.cred_gid,
+            payload: reply.payload,
+        })
     }
 }
 
@@ -493,6 +407,115 @@ pub(crate) mod tests {
         assert_eq!(
             MungeContext::new(Some("/s")).socket(),
             Some(Path::new("/s"))
+        );
+    }
+
+    #[test]
+    fn interoperates_with_the_munge_cli() {
+        let munged = TestMunged::start();
+        let ctx = munged.context();
+        let sock = format!("--socket={}", munged.socket().display());
+        let out = Command::new(find("munge").expect("munge CLI"))
+            .arg(&sock)
+            .arg("-s")
+            .arg("from the cli")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let cred = String::from_utf8(out.stdout).unwrap();
+        let d = ctx.decode(cred.trim()).unwrap();
+        assert_eq!(d.payload, b"from the cli");
+        assert_eq!(d.uid, nix::unistd::getuid().as_raw());
+
+        let native = ctx.encode(b"from rust").unwrap();
+        let mut child = Command::new(find("unmunge").expect("unmunge CLI"))
+            .arg(&sock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), native.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("STATUS:") && text.contains("Success"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("from rust"), "{text}");
+    }
+
+    /// A munged that accepts and never answers.
+    #[test]
+    fn a_silent_munged_costs_only_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let held = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for s in listener.incoming().take(2) {
+                kept.push(s);
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let ctx = MungeContext::with_socket(&path);
+        let budget = Duration::from_millis(500);
+        let started = Instant::now();
+        let e = ctx.encode_by(b"x", None, started + budget).unwrap_err();
+        let took = started.elapsed();
+        assert!(e.is_timeout(), "{e}");
+        assert!(
+            took >= budget && took < budget + Duration::from_millis(200),
+            "{took:?}"
+        );
+        eprintln!("encode against a silent munged gave up after {took:?}: {e}");
+
+        let started = Instant::now();
+        let e = ctx.decode_by("MUNGE:x:", started + budget).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            e.is_timeout() && matches!(e, MungeError::Decode { .. }),
+            "{e}"
+        );
+        assert!(
+            took >= budget && took < budget + Duration::from_millis(200),
+            "{took:?}"
+        );
+
+        // A spent deadline fails at once, without connecting.
+        let e = ctx.encode_by(b"x", None, Instant::now()).unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        held.join().unwrap();
+    }
+
+    /// A SIGSTOPped real munged: the case libmunge waited ten seconds on.
+    #[test]
+    fn a_stopped_munged_costs_only_the_budget() {
+        let munged = TestMunged::start();
+        let ctx = munged.context();
+        let cred = ctx.encode(b"x").unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(munged.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let budget = Duration::from_millis(1000);
+        let started = Instant::now();
+        let enc = ctx.encode_by(b"y", None, started + budget);
+        let enc_took = started.elapsed();
+        let started = Instant::now();
+        let dec = ctx.decode_by(&cred, started + budget);
+        let dec_took = started.elapsed();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        eprintln!("stopped munged: encode {enc_took:?}, decode {dec_took:?}");
+        assert!(enc.unwrap_err().is_timeout());
+        assert!(dec.unwrap_err().is_timeout());
+        assert!(
+            enc_took < budget + Duration::from_millis(200),
+            "{enc_took:?}"
+        );
+        assert!(
+            dec_took < budget + Duration::from_millis(200),
+            "{dec_took:?}"
         );
     }
 }

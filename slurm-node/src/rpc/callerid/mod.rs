@@ -104,7 +104,7 @@ fn attempt(
     transport::time_left(peer, Stage::Connecting, deadline)?;
     // A fresh credential per attempt: munged refuses to decode one twice.
     let cred = munge
-        .encode(&body_hash(REQUEST_NETWORK_CALLERID, body))
+        .encode_by(&body_hash(REQUEST_NETWORK_CALLERID, body), None, deadline)
         .map_err(|source| RpcError::Munge { peer, source })?;
     let frame = encode_request(version, REQUEST_NETWORK_CALLERID, body, &cred)
         .map_err(|source| RpcError::Encode { peer, source })?;
@@ -112,5 +112,5 @@ fn attempt(
         return Err(reply::closed_without_reply(peer, version));
     };
     let msg = decode_message(&buf).map_err(|source| RpcError::Malformed { peer, source })?;
-    reply::interpret(peer, version, &msg, trusted_uids, munge)
+    reply::interpret(peer, version, &msg, trusted_uids, munge, deadline)
 }

@@ -4,6 +4,7 @@
 //! through [`CredentialCheck`] so tests can stand in for munged.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::rpc::hash::verify_payload;
 use crate::rpc::header::{MAX_FRAME_LEN, Message};
@@ -18,12 +19,13 @@ use super::body::{
 
 /// Opens a munge credential: who made it and the payload it carries.
 pub trait CredentialCheck {
-    fn check(&self, cred: &str) -> Result<Decoded, MungeError>;
+    /// Gives up, with an error, at `deadline`.
+    fn check(&self, cred: &str, deadline: Instant) -> Result<Decoded, MungeError>;
 }
 
 impl CredentialCheck for MungeContext {
-    fn check(&self, cred: &str) -> Result<Decoded, MungeError> {
-        self.decode(cred)
+    fn check(&self, cred: &str, deadline: Instant) -> Result<Decoded, MungeError> {
+        self.decode_by(cred, deadline)
     }
 }
 
@@ -79,6 +81,7 @@ pub(crate) fn interpret(
     msg: &Message,
     trusted_uids: &[u32],
     munge: &dyn CredentialCheck,
+    deadline: Instant,
 ) -> Result<CallerIdReply, RpcError> {
     let msg_type = msg.header.msg_type;
     match msg_type {
@@ -116,7 +119,7 @@ pub(crate) fn interpret(
                     got: msg.header.version,
                 });
             }
-            let signer_uid = authenticate(peer, msg, trusted_uids, munge)?;
+            let signer_uid = authenticate(peer, msg, trusted_uids, munge, deadline)?;
             let response = decode_callerid_response(version, &msg.body).map_err(|source| {
                 RpcError::BadBody {
                     peer,
@@ -157,13 +160,14 @@ fn authenticate(
     msg: &Message,
     trusted_uids: &[u32],
     munge: &dyn CredentialCheck,
+    deadline: Instant,
 ) -> Result<u32, RpcError> {
     let cred = match (&msg.auth_plugin, &msg.credential) {
         (Some(_), Some(cred)) => cred,
         _ => return Err(RpcError::Unauthenticated { peer }),
     };
     let decoded = munge
-        .check(cred)
+        .check(cred, deadline)
         .map_err(|source| RpcError::Munge { peer, source })?;
     if !trusted_uids.contains(&decoded.uid) {
         return Err(RpcError::UntrustedSigner {
@@ -199,7 +203,7 @@ mod tests {
     }
 
     impl CredentialCheck for Signed {
-        fn check(&self, _cred: &str) -> Result<Decoded, MungeError> {
+        fn check(&self, _cred: &str, _deadline: Instant) -> Result<Decoded, MungeError> {
             Ok(Decoded {
                 uid: self.uid,
                 gid: 0,
@@ -211,7 +215,7 @@ mod tests {
     struct Refused;
 
     impl CredentialCheck for Refused {
-        fn check(&self, _cred: &str) -> Result<Decoded, MungeError> {
+        fn check(&self, _cred: &str, _deadline: Instant) -> Result<Decoded, MungeError> {
             Err(MungeError::CredentialNul)
         }
     }
@@ -250,7 +254,14 @@ mod tests {
     }
 
     fn run(msg: &Message, check: &dyn CredentialCheck) -> Result<CallerIdReply, RpcError> {
-        interpret(peer(), V, msg, &[0, TRUSTED], check)
+        interpret(
+            peer(),
+            V,
+            msg,
+            &[0, TRUSTED],
+            check,
+            Instant::now() + std::time::Duration::from_secs(5),
+        )
     }
 
     #[test]
