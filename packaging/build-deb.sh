@@ -168,6 +168,7 @@ Architecture: $arch
 Maintainer: slurm-adopt developers <slurm-adopt@example.invalid>
 Installed-Size: $installed_size
 Depends: $depends
+Recommends: munge
 Suggests: slurmd, selinux-policy-default
 Section: admin
 Priority: optional

@@ -53,8 +53,10 @@ check "package file exists" test -f "$deb"
 # shellcheck disable=SC2016 # expanded by the inner bash
 check "package has no maintainer scripts" bash -c '! dpkg-deb --ctrl-tarfile "$1" | tar -t | grep -E "(pre|post)(inst|rm)$"' sh "$deb"
 # shellcheck disable=SC2016 # expanded by the inner bash
-check "package Depends names libc6, libpam0g and libmunge2" \
-    bash -c 'd=$(dpkg-deb -f "$1" Depends); [[ $d == *libc6* && $d == *libpam0g* && $d == *libmunge2* ]]' sh "$deb"
+check "package Depends names libc6 and libpam0g, and not libmunge2 (munged is spoken natively)" \
+    bash -c 'd=$(dpkg-deb -f "$1" Depends); [[ $d == *libc6* && $d == *libpam0g* && $d != *libmunge* ]]' sh "$deb"
+check "package Recommends munge (the callerid RPC needs munged)" \
+    bash -c '[[ $(dpkg-deb -f "$1" Recommends) == *munge* ]]' sh "$deb"
 
 if ! command -v lintian >/dev/null; then
     echo "--- installing lintian"

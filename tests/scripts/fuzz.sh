@@ -33,7 +33,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 log() { echo "fuzz: $*"; }
 
 # --- what the build needs ------------------------------------------------
-# libmunge-dev (slurm-node links -lmunge) and gcc come from the shared list;
+# gcc comes from the shared list (slurm-node no longer links libmunge);
 # libfuzzer-sys also compiles libFuzzer's C++ runtime.
 "$repo/tests/scripts/install-build-deps.sh"
 if ! command -v c++ >/dev/null 2>&1; then
