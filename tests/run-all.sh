@@ -11,6 +11,8 @@
 #           benchmarks
 #   tier 3: the Dockerized mini-cluster per Slurm version (22.05, 24.11,
 #           26.05), images built here from debootstrapped rootfs
+#   tier 4: a cgroup v2 VM per Slurm version (22.05, 24.11) under qemu
+#           TCG, images debootstrapped here (tests/vm/README.md)
 # Must run as root on Debian 12: tier 2 starts daemons and adds test users.
 set -euo pipefail
 
@@ -50,6 +52,10 @@ tier3_mini_cluster() {
     tests/mini-cluster/test.sh 2>&1 | tee "$log_dir/mini-cluster.log"
 }
 
+tier4_vm() {
+    tests/vm/test.sh 2>&1 | tee "$log_dir/vm.log"
+}
+
 tier2_logins() {
     tests/real-slurm/run.sh 2>&1 | tee "$log_dir/real-slurm.log"
 }
@@ -86,6 +92,7 @@ stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh
 stage "tier 2: benchmark, extern-step count" tests/real-slurm/bench-steps.sh
 stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh
 stage "tier 3: Dockerized mini-cluster (Slurm 22.05, 24.11, 26.05)" tier3_mini_cluster
+stage "tier 4: cgroup v2 VM (Slurm 22.05, 24.11)" tier4_vm
 
 # One closing tally over every tier: cargo's per-binary lines, plus the
 # closing "N passed, N failed" of each shell tier (the last such line of
@@ -94,7 +101,7 @@ tally() {
     {
         sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo-test.log"
         local log
-        for log in "$log_dir"/real-slurm*.log "$log_dir/selinux.log" "$log_dir/mini-cluster.log"; do
+        for log in "$log_dir"/real-slurm*.log "$log_dir/selinux.log" "$log_dir/mini-cluster.log" "$log_dir/vm.log"; do
             sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -n1
         done
     } | awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed\n", p, f }'
