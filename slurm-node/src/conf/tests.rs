@@ -42,6 +42,7 @@ fn defaults_for_an_empty_file() {
     assert_eq!(c.slurmd_spool_dir, "/var/spool/slurmd");
     assert_eq!(c.slurmd_port, 6818);
     assert_eq!(c.slurm_user, "root");
+    assert_eq!(c.slurmd_user, "root");
     assert_eq!(c.auth_type, "auth/munge");
     assert_eq!(c.message_timeout_secs, 10);
     assert_eq!(c.tcp_timeout_secs, 2);
@@ -644,4 +645,11 @@ fn provenance_names_the_file_and_line_through_includes() {
     assert_eq!(c.node_origin("gpu1"), Some(&at(&nodes, 5)));
     assert_eq!(c.node_origin("DEFAULT"), None);
     assert_eq!(c.node_origin("c5"), None);
+}
+
+#[test]
+fn slurmd_user_is_parsed_apart_from_slurm_user() {
+    let c = parse("SlurmUser=slurm\nSLURMDUSER=slurmd\n");
+    assert_eq!(c.slurm_user, "slurm");
+    assert_eq!(c.slurmd_user, "slurmd");
 }
