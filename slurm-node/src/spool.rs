@@ -101,6 +101,12 @@ pub fn trusted_owners(slurm_user: &str) -> Vec<u32> {
     uids
 }
 
+/// The uids a stepd may run as, for its peer credentials: root, and
+/// SlurmdUser when that is another account that exists here.
+pub fn stepd_peer_uids(slurmd_user: &str) -> Vec<u32> {
+    trusted_owners(slurmd_user)
+}
+
 /// Every step socket of `node_name` in `spool_dir`.
 ///
 /// A missing directory yields an empty listing, as in pam_slurm_adopt:

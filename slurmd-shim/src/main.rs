@@ -79,7 +79,8 @@ OPTIONS
 
     --namespace FILE
         GET_NS_FD and GET_NS_FDS pass a descriptor of FILE (opened anew for
-        each request) as a mount namespace. Default: no namespace.
+        each request, O_NONBLOCK) as a mount namespace. Default: no namespace.
+        A hostile stepd: a FIFO without writer, a regular file, /dev/zero.
 
     --help, -h
         Print this text and exit.

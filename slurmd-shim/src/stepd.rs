@@ -493,7 +493,7 @@ impl Connection<'_> {
         let Some(path) = &self.step.namespace else {
             return silent_without_ns || self.write_ints(&[0]);
         };
-        match File::open(path) {
+        match open_namespace(path) {
             Ok(file) => self.write_ints(&[file.as_raw_fd()]) && self.send_fd(&file),
             Err(_) if silent_without_ns => false,
             Err(_) => self.write_ints(&[-1]),
@@ -506,7 +506,7 @@ impl Connection<'_> {
         let Some(path) = &self.step.namespace else {
             return self.write_ints(&[0]);
         };
-        match File::open(path) {
+        match open_namespace(path) {
             Ok(file) => self.write_ints(&[1, NS_TYPE_MOUNT]) && self.send_fd(&file),
             Err(_) => false,
         }
@@ -582,4 +582,15 @@ impl Connection<'_> {
 /// Versions, pids and lengths here are all far below `i32::MAX`.
 fn as_int<T: TryInto<i32>>(v: T) -> i32 {
     v.try_into().unwrap_or(i32::MAX)
+}
+
+/// Open the file passed as a namespace fd without blocking: a FIFO with no
+/// writer (a hostile stepd's fd) opens at once with O_NONBLOCK, as do
+/// regular files and devices such as /dev/zero.
+fn open_namespace(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }

@@ -522,6 +522,43 @@ fn a_namespace_fd_that_is_not_a_namespace_fails_closed() {
 }
 
 #[test]
+fn a_fifo_regular_file_or_dev_zero_namespace_fd_is_denied_in_time() {
+    // A stepd that answers GET_NS_FD(S) with something that is not a
+    // namespace: the fd is checked as received (fstatfs, its kind), never
+    // re-opened by path, so a FIFO without a writer cannot block the login.
+    let node = Node::new();
+    let fifo = node.dir.path().join("ns-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {fifo:?}");
+    let regular = node.dir.path().join("ns-regular");
+    std::fs::write(&regular, "not a namespace").expect("write");
+    for version in [0x2600_u32, 0x2C00] {
+        for file in [fifo.clone(), regular.clone(), PathBuf::from("/dev/zero")] {
+            let mut step = FakeStep::extern_step(15, USER_UID);
+            step.namespace = Some(file.clone());
+            step.protocol_version = version;
+            let _shim = node.shim(vec![step]);
+            node.service("sshd", "timeout_ms=400");
+            let p = node.probe("sshd", USER);
+            eprintln!(
+                "namespace fd {file:?} (stepd {version:#x}): {:?}",
+                p.elapsed
+            );
+            assert_eq!(p.rc(), PAM_PERM_DENIED, "{file:?}: {}", p.stdout);
+            assert_eq!(p.env("SLURM_JOB_ID"), None, "{file:?}");
+            assert!(
+                p.elapsed < Duration::from_millis(400 + 1500),
+                "{file:?} took {:?}",
+                p.elapsed
+            );
+        }
+    }
+}
+
+#[test]
 fn exports_only_the_pam_entry_points() {
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])

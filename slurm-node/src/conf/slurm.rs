@@ -32,6 +32,8 @@ pub struct SlurmConf {
     pub slurmd_spool_dir: String,
     pub slurmd_port: u16,
     pub slurm_user: String,
+    /// SlurmdUser: the account slurmd and the stepds run as (root by default).
+    pub slurmd_user: String,
     pub auth_type: String,
     pub auth_info: Option<String>,
     /// PrologFlags, lower-cased and split at commas, as written (the flags
@@ -75,6 +77,7 @@ impl Default for SlurmConf {
             slurmd_spool_dir: DEFAULT_SPOOL_DIR.to_owned(),
             slurmd_port: DEFAULT_SLURMD_PORT,
             slurm_user: "root".to_owned(),
+            slurmd_user: "root".to_owned(),
             auth_type: "auth/munge".to_owned(),
             auth_info: None,
             prolog_flags: Vec::new(),
@@ -240,6 +243,7 @@ impl SlurmSink {
             "slurmdspooldir" => c.slurmd_spool_dir = value.to_owned(),
             "slurmdport" => c.slurmd_port = parse_port(at, key, value, c_unsigned(value))?,
             "slurmuser" => c.slurm_user = value.to_owned(),
+            "slurmduser" => c.slurmd_user = value.to_owned(),
             "authtype" => c.auth_type = value.to_owned(),
             "authinfo" => c.auth_info = none_if_empty(value),
             "prologflags" => c.prolog_flags = comma_list(&value.to_ascii_lowercase()),

@@ -42,6 +42,7 @@ fn defaults_for_an_empty_file() {
     assert_eq!(c.slurmd_spool_dir, "/var/spool/slurmd");
     assert_eq!(c.slurmd_port, 6818);
     assert_eq!(c.slurm_user, "root");
+    assert_eq!(c.slurmd_user, "root");
     assert_eq!(c.auth_type, "auth/munge");
     assert_eq!(c.message_timeout_secs, 10);
     assert_eq!(c.tcp_timeout_secs, 2);
@@ -720,4 +721,11 @@ mod opened_safely {
             "control characters escaped: {err:?}"
         );
     }
+}
+
+#[test]
+fn slurmd_user_is_parsed_apart_from_slurm_user() {
+    let c = parse("SlurmUser=slurm\nSLURMDUSER=slurmd\n");
+    assert_eq!(c.slurm_user, "slurm");
+    assert_eq!(c.slurmd_user, "slurmd");
 }

@@ -17,7 +17,7 @@ use super::decode::{
     AddExternPidReply, HandshakeReply, IntReply, Layout, NsFdReply, NsFdsReply, ReplyDecoder,
     StateReply, StepUidReply, Want, X11Reply,
 };
-use super::fd_passing::{FdRecvError, recv_fd};
+use super::fd_passing::{FdRecvError, check_namespace, recv_fd};
 use super::protocol::{
     CodecError, MAX_XAUTHORITY_LEN, NS_FDS_MIN_VERSION, Request, StepState, X11Display,
     encode_handshake, op,
@@ -133,12 +133,23 @@ impl StepdClient {
     /// Stepds from 25.11 answer REQUEST_GET_NS_FDS and leave the old
     /// REQUEST_GET_NS_FD unanswered when there is nothing to send, so the
     /// request is chosen by the stepd's version, never tried and fallen back.
+    ///
+    /// Each descriptor is used as received, and checked on itself (nsfs,
+    /// of the announced kind) before it is handed out: a FIFO, a device or
+    /// a regular file is a protocol error, never opened or read.
     pub fn namespace_fds(&mut self) -> Result<Vec<NamespaceFd>, StepdError> {
-        if self.version >= NS_FDS_MIN_VERSION {
-            self.exchange(Request::GetNsFds, NsFdsReply::default())
+        let (request, fds) = if self.version >= NS_FDS_MIN_VERSION {
+            let req = Request::GetNsFds;
+            (req.op(), self.exchange(req, NsFdsReply::default())?)
         } else {
-            self.exchange(Request::GetNsFd, NsFdReply)
+            let req = Request::GetNsFd;
+            (req.op(), self.exchange(req, NsFdReply)?)
+        };
+        for ns in &fds {
+            check_namespace(&ns.fd, ns.nstype)
+                .map_err(|e| self.protocol(request, e.to_string()))?;
         }
+        Ok(fds)
     }
 
     /// REQUEST_DAEMON_PID: the stepd's own pid.
@@ -242,7 +253,6 @@ impl StepdClient {
                 Ok(fd) => Ok(fd),
                 Err(FdRecvError::Errno(Errno::EINTR)) => continue,
                 Err(FdRecvError::Errno(errno)) => Err(self.errno_error(op, errno)),
-                Err(FdRecvError::Reopen(source)) => Err(self.io(op, source)),
                 Err(other) => Err(self.protocol(op, other.to_string())),
             };
         }
