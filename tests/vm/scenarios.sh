@@ -167,7 +167,10 @@ vm_session_start() { # VER TAG REMOTE-CMD [JOB]
     local ver=$1 tag=$2 rcmd=$3 job=${4:-} cmd
     cmd="ssh -o LogLevel=INFO 127.0.0.1 '$rcmd'"
     [[ -z $job ]] || cmd="srun --jobid=$job --overlap -N1 -n1 --quiet $cmd"
-    vm_root "$ver" "cd /tmp && setsid runuser -u $VM_USER -- $cmd >/tmp/vm-session-$tag.out 2>&1 </dev/null & echo \$! >/tmp/vm-session-$tag.pid"
+    # "cd;" apart, so that only the simple command goes to the background
+    # with its fds redirected: a backgrounded "cd && ..." list would be a
+    # subshell holding the ssh channel open.
+    vm_root "$ver" "cd /tmp; setsid runuser -u $VM_USER -- $cmd >/tmp/vm-session-$tag.out 2>&1 </dev/null & echo \$! >/tmp/vm-session-$tag.pid"
 }
 # Exit code of the session's ssh client once it has ended.
 _vm_session_ended() { ! vm_root "$1" "kill -0 \$(cat /tmp/vm-session-$2.pid) 2>/dev/null"; }
