@@ -242,7 +242,10 @@ vm_stop() {
     pid=$(vm_pid "$ver") || return 0
     [[ -n $pid ]] || return 0
     if kill -0 "$pid" 2>/dev/null; then
-        timeout 15 ssh -F "$run/ssh_config" vm "systemctl poweroff" >/dev/null 2>&1 || true
+        # --force: no unit is stopped one by one (a slurmd with jobs, or a
+        # user session, held a clean poweroff past 60 s). The logs are
+        # collected before, and the overlay is thrown away.
+        timeout 15 ssh -F "$run/ssh_config" vm "sync; systemctl poweroff --force" >/dev/null 2>&1 || true
         deadline=$((SECONDS + 60))
         while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 1; done
         if kill -0 "$pid" 2>/dev/null; then

@@ -33,6 +33,9 @@ vm_check() {
 }
 vm_fail() { VM_FAILED=$((VM_FAILED + 1)); echo "FAIL - $*"; }
 _vm_eq() { [[ $1 == "$2" ]] || { echo "expected '$2', got '$1'"; return 1; }; }
+# _vm_has REGEX TEXT: a line of TEXT matches (TEXT is never re-parsed by a
+# shell: doctor's fix lines carry quotes).
+_vm_has() { grep -Eq -- "$1" <<<"$2" || { echo "no line matches /$1/ in:"; printf '%s\n' "$2"; return 1; }; }
 
 # vm_record ROW MODULE VALUE: one cell of the parity table.
 vm_record() {
@@ -167,7 +170,10 @@ vm_session_start() { # VER TAG REMOTE-CMD [JOB]
     local ver=$1 tag=$2 rcmd=$3 job=${4:-} cmd
     cmd="ssh -o LogLevel=INFO 127.0.0.1 '$rcmd'"
     [[ -z $job ]] || cmd="srun --jobid=$job --overlap -N1 -n1 --quiet $cmd"
-    vm_root "$ver" "cd /tmp && setsid runuser -u $VM_USER -- $cmd >/tmp/vm-session-$tag.out 2>&1 </dev/null & echo \$! >/tmp/vm-session-$tag.pid"
+    # "cd;" apart, so that only the simple command goes to the background
+    # with its fds redirected: a backgrounded "cd && ..." list would be a
+    # subshell holding the ssh channel open.
+    vm_root "$ver" "cd /tmp; setsid runuser -u $VM_USER -- $cmd >/tmp/vm-session-$tag.out 2>&1 </dev/null & echo \$! >/tmp/vm-session-$tag.pid"
 }
 # Exit code of the session's ssh client once it has ended.
 _vm_session_ended() { ! vm_root "$1" "kill -0 \$(cat /tmp/vm-session-$2.pid) 2>/dev/null"; }
@@ -254,7 +260,7 @@ vm_scenarios() {
         grep -E '^(fail|warn) ' <<<"$out" | sed 's/^/       doctor: /' || true
         vm_check "$label: adoptctl doctor exits 0 on the v2 node ($(grep -E '^[0-9]+ ok, ' <<<"$out" | tail -n1))" _vm_eq "$got" "exit 0"
         vm_check "$label: adoptctl doctor's cgroup-mode line says cgroup v2" \
-            bash -c "grep -E '^ok +cgroup-mode .*cgroup v2' <<<'$out'"
+            _vm_has '^ok +cgroup-mode .*cgroup v2' "$out"
     fi
 
     # scancel J: the session ends, nothing of the user is left.
@@ -308,7 +314,7 @@ vm_scenarios() {
     got=$(vm_root "$ver" "cd /tmp && runuser -u $VM_USER -- srun --jobid=$j --overlap -N1 -n1 --quiet printenv XDG_RUNTIME_DIR 2>&1")
     _row "hooks:_TaskProlog_XDG_RUNTIME_DIR_in_task" "${got:-unset}"
     _chk "TaskProlog: a task of job $j sees XDG_RUNTIME_DIR=/run/user/$VM_UID" _vm_eq "$got" "/run/user/$VM_UID"
-    got=$(vm_root "$ver" "cd /tmp && runuser -u $VM_USER -- srun --jobid=$j --overlap -N1 -n1 --quiet ssh 127.0.0.1 printenv XDG_RUNTIME_DIR 2>&1")
+    got=$(vm_root "$ver" "cd /tmp && runuser -u $VM_USER -- srun --jobid=$j --overlap -N1 -n1 --quiet ssh 127.0.0.1 'printenv XDG_RUNTIME_DIR || echo unset' 2>&1")
     _row "hooks:_XDG_RUNTIME_DIR_in_ssh_login" "${got:-unset}"
     _chk "$label: session phase: an ssh login into job $j sees XDG_RUNTIME_DIR=/run/user/$VM_UID" _vm_eq "$got" "/run/user/$VM_UID"
 
@@ -398,19 +404,19 @@ vm_tool_scenarios() {
     printf '%s\n' "$out" | grep -E '^decision' | sed 's/^/       /'
     vm_check "adoptctl check $VM_USER exits 0 with job $j" test "$rc" -eq 0
     vm_check "adoptctl check $VM_USER: decision: adopt into job $j (reason: only_job)" \
-        bash -c "grep -Eq '^decision: adopt.* $j .*\\(reason: only_job\\)' <<<'$out'"
+        _vm_has "^decision: adopt.* $j .*\(reason: only_job\)" "$out"
     vm_check "adoptctl check $VM_USER prints the module's decision line" \
-        bash -c "grep -Eq '^decision line: .*user=$VM_USER .*decision=adopt job=$j reason=only_job' <<<'$out'"
+        _vm_has "^decision line: .*user=$VM_USER .*decision=adopt job=$j reason=only_job" "$out"
     rc=0; out=$(vm_root "$ver" "adoptctl check $VM_OTHER") || rc=$?
     vm_check "adoptctl check $VM_OTHER (no job) exits 1" test "$rc" -eq 1
-    vm_check "adoptctl check $VM_OTHER: reason no_jobs" bash -c "grep -Eq '^decision: deny.*\\(reason: no_jobs\\)' <<<'$out'"
+    vm_check "adoptctl check $VM_OTHER: reason no_jobs" _vm_has "^decision: deny.*\(reason: no_jobs\)" "$out"
     # A v1-only cgroup.conf on this v2 node: slurmd would not start its
     # cgroup plugin; doctor must fail it (exit 2) on the cgroup-mode check.
     rc=0
     out=$(vm_root "$ver" "cp /etc/slurm/cgroup.conf /tmp/cgroup.conf.ok && sed -i 's|^CgroupPlugin=.*|CgroupPlugin=cgroup/v1|' /etc/slurm/cgroup.conf && adoptctl doctor; rc=\$?; cp /tmp/cgroup.conf.ok /etc/slurm/cgroup.conf; exit \$rc") || rc=$?
     grep -E '^fail +cgroup-mode' <<<"$out" | sed 's/^/       /'
     vm_check "adoptctl doctor with CgroupPlugin=cgroup/v1 on the v2 node exits 2" test "$rc" -eq 2
-    vm_check "adoptctl doctor fails cgroup-mode for CgroupPlugin=cgroup/v1" bash -c "grep -Eq '^fail +cgroup-mode .*cgroup/v1' <<<'$out'"
+    vm_check "adoptctl doctor fails cgroup-mode for CgroupPlugin=cgroup/v1" _vm_has "^fail +cgroup-mode .*cgroup/v1" "$out"
     vm_check "cgroup.conf restored (CgroupPlugin=cgroup/v2)" \
         bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm grep -qx CgroupPlugin=cgroup/v2 /etc/slurm/cgroup.conf"
     vm_cancel_all "$ver" || vm_fail "adoptctl: cleanup"
