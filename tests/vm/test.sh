@@ -29,7 +29,7 @@ while (($#)); do
         *) vm_die "unknown argument '$1' (test.sh [--version V]... [--keep])" ;;
     esac
 done
-((${#versions[@]})) || versions=("${VM_VERSIONS[@]}")
+((${#versions[@]})) || versions=("${VM_DEFAULT_VERSIONS[@]}")
 for v in "${versions[@]}"; do vm_suite "$v" >/dev/null; done
 vm_require_root
 
