@@ -253,16 +253,7 @@ pub fn adopt(
                 // still say the job is the user's, or nothing more is
                 // taken from it (namespace fds above all).
                 attach_by_cgroup(view, uid, job_id, pid)?;
-                let mut client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
-                let owner = client.step_uid()?;
-                if owner != uid {
-                    return Err(AdoptError::OwnerChanged {
-                        job_id,
-                        socket: job.socket.path.clone(),
-                        owner,
-                    });
-                }
-                job.client = client;
+                reconnect_as_owner(job, uid)?;
                 "cgroup"
             }
         },
@@ -283,16 +274,7 @@ pub fn adopt(
                 // The connection is unusable after a failed exchange: the
                 // namespace request needs a fresh one, asked again whose.
                 if opts.join_container {
-                    let mut client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
-                    let owner = client.step_uid()?;
-                    if owner != uid {
-                        return Err(AdoptError::OwnerChanged {
-                            job_id,
-                            socket: job.socket.path.clone(),
-                            owner,
-                        });
-                    }
-                    job.client = client;
+                    reconnect_as_owner(job, uid)?;
                 }
             }
         }
@@ -302,6 +284,23 @@ pub fn adopt(
         adopted.namespaces_joined = join_namespaces(job_id, fds)?;
     }
     Ok(adopted)
+}
+
+/// A fresh connection to the job's stepd, in place of one a failed
+/// request left unusable, held to the scan's rule: the stepd must still
+/// say the job is `uid`'s, or nothing more is taken from it.
+fn reconnect_as_owner(job: &mut UserJob, uid: u32) -> Result<(), AdoptError> {
+    let mut client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
+    let owner = client.step_uid()?;
+    if owner != uid {
+        return Err(AdoptError::OwnerChanged {
+            job_id: job.socket.job_id,
+            socket: job.socket.path.clone(),
+            owner,
+        });
+    }
+    job.client = client;
+    Ok(())
 }
 
 /// A stepd that closes on ADD_EXTERN_PID, or whose socket is gone, has a
