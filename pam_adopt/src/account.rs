@@ -94,12 +94,12 @@ fn priority(p: outcome::Priority) -> Priority {
 
 /// Filters lines by the `log_level=` option.
 #[derive(Debug)]
-pub struct Logger {
-    pub level: LogLevel,
+struct Logger {
+    level: LogLevel,
 }
 
 impl Logger {
-    pub fn line(&self, pam: &Pam<'_>, priority: Priority, message: &str) {
+    fn line(&self, pam: &Pam<'_>, priority: Priority, message: &str) {
         let needed = match priority {
             Priority::Err | Priority::Warning => LogLevel::ERROR,
             Priority::Info => LogLevel::INFO,
@@ -108,9 +108,5 @@ impl Logger {
         if self.level >= needed && self.level > LogLevel::QUIET {
             pam.syslog(priority, message);
         }
-    }
-
-    pub fn debug(&self, pam: &Pam<'_>, message: &str) {
-        self.line(pam, Priority::Debug, message);
     }
 }

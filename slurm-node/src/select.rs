@@ -2,10 +2,9 @@
 //!
 //! Everything here is a function of its arguments so that every branch can
 //! be table-tested; the caller does the I/O (spool scan, STEP_UID, callerid
-//! RPC) and feeds the results in. Each outcome carries a [`Reason`] whose
-//! `code()` is what the syslog line and `adoptctl check` print.
-
-use std::fmt;
+//! RPC) and feeds the results in. Each outcome carries a [`Reason`]; the
+//! login core (`adopt-login`'s `outcome::Reason`) names it in the syslog
+//! line and in `adoptctl check`, so its code strings live there, once.
 
 /// What pam_slurm_adopt's `action_no_jobs` allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +63,7 @@ pub enum CallerId {
     Failed,
 }
 
-/// Why a decision was taken. `code()` is stable: logs and tests key on it.
+/// Why a decision was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     NoJobs,
@@ -73,25 +72,6 @@ pub enum Reason {
     NewestJob,
     UnknownAllow,
     UnknownDeny,
-}
-
-impl Reason {
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::NoJobs => "no_jobs",
-            Reason::OnlyJob => "only_job",
-            Reason::CallerIdMatch => "callerid_match",
-            Reason::NewestJob => "newest_job",
-            Reason::UnknownAllow => "unknown_allow",
-            Reason::UnknownDeny => "unknown_deny",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
 }
 
 /// The user-facing denial texts. The wording after the colon is
@@ -400,21 +380,5 @@ mod tests {
             ..p
         };
         assert!(needs_callerid(&[c(1, 1)], &always));
-    }
-
-    #[test]
-    fn reason_codes_are_distinct() {
-        let all = [
-            Reason::NoJobs,
-            Reason::OnlyJob,
-            Reason::CallerIdMatch,
-            Reason::NewestJob,
-            Reason::UnknownAllow,
-            Reason::UnknownDeny,
-        ];
-        let mut codes: Vec<_> = all.iter().map(|r| r.code()).collect();
-        codes.sort_unstable();
-        codes.dedup();
-        assert_eq!(codes.len(), all.len());
     }
 }
