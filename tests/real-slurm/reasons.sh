@@ -40,7 +40,7 @@ slurmd_pid=""
 
 cleanup() {
     stop_shim
-    [[ -z $slurmd_pid ]] || kill "$slurmd_pid" 2>/dev/null || true
+    stop_slurmd
     rm -f "$pam_file"
     rm -rf "$work"
 }
@@ -78,11 +78,29 @@ stop_shim() {
     find "$spool" -maxdepth 1 -type s -delete 2>/dev/null || true
 }
 
+# slurmd_shim ARGS...: (re)start the shim's slurmd on the conf's
+# SlurmdPort, signing replies with the host's munged.
+slurmd_shim() {
+    stop_slurmd
+    "$shim" slurmd --listen "127.0.0.1:$slurmd_port" --munge-socket /run/munge/munge.socket.2 \
+        "$@" >"$work/slurmd.log" 2>&1 &
+    slurmd_pid=$!
+    wait_until 5 _port_listening "$slurmd_port" ||
+        { echo "reasons.sh: the slurmd shim did not listen"; cat "$work/slurmd.log"; return 1; }
+}
+stop_slurmd() {
+    if [[ -n $slurmd_pid ]]; then
+        kill "$slurmd_pid" 2>/dev/null || true
+        wait "$slurmd_pid" 2>/dev/null || true
+        slurmd_pid=""
+    fi
+}
+
 # The module's line for this service, written after byte offset $1.
 decision_since() {
     local mark=$1 line=""
     for _ in $(seq 50); do
-        line=$(tail -c "+$((mark + 1))" "$auth_log" | grep -E "pam_adopt\\($service:account\\): user=" | tail -n1 || true)
+        line=$(log_since "$auth_log" "$mark" | grep -E "pam_adopt\\($service:account\\): user=" | tail -n1 || true)
         [[ -n $line ]] && break
         sleep 0.1
     done
@@ -101,7 +119,7 @@ run_case() {
     printf 'account required %s service=%s conf=%s nodename=%s %s\n' \
         "$module" "$service" "$conf" "$node" "$args" >"$pam_file"
     local mark got
-    mark=$(stat -c %s "$auth_log")
+    mark=$(log_mark "$auth_log")
     "$probe" "$@" "$service" "$who" account >"$work/probe.out" 2>&1 || true
     got=$(decision_since "$mark")
     check "$name: the module logs decision/reason/callerid '$want'" test "$got" = "$want"
@@ -128,7 +146,7 @@ run_case() {
 echo "=== every reason code in a real decision line"
 stop_shim
 printf 'account required %s\n' "$module" >"$pam_file"
-mark=$(stat -c %s "$auth_log")
+mark=$(log_mark "$auth_log")
 "$probe" "$service" "$user" account >/dev/null 2>&1 || true
 got=$(decision_since "$mark")
 check "service_not_listed: a service not in service= is ignored, with a line" test "$got" = "ignore service_not_listed -"
@@ -155,10 +173,10 @@ run_case "only_job" "$user" "adopt only_job -" ""
 # One job answers, another of the user's hangs: the one found may not be
 # the only one, so callerid is asked and only_job is not claimed.
 stepds "8:$uid" "9:$uid:hang"
-mark=$(stat -c %s "$auth_log")
+mark=$(log_mark "$auth_log")
 run_case "one job found, one stepd silent: not only_job" "$user" "adopt newest_job no_tcp_socket" "timeout_ms=600"
 check "one job found, one stepd silent: the line says unanswered=1" \
-    bash -c "tail -c +$((mark + 1)) '$auth_log' | grep -q 'pam_adopt($service:account): .* reason=newest_job .* unanswered=1\$'"
+    log_has "$auth_log" "$mark" "pam_adopt\\($service:account\\): .* reason=newest_job .* unanswered=1\$" 2
 stepds "8:$uid"
 stepds "8:$uid:reject-add-pid"
 CHECK_WANT="adopt only_job" run_case "adopt_failed (ADD_EXTERN_PID refused)" "$user" "deny adopt_failed -" ""
@@ -173,23 +191,14 @@ run_case "unknown_deny" "$user" "deny unknown_deny no_tcp_socket" "action_unknow
 
 # callerid: the shim's slurmd on the conf's SlurmdPort, signing with the
 # host's munged, names job 8 for any connection.
-"$shim" slurmd --listen "127.0.0.1:$slurmd_port" --munge-socket /run/munge/munge.socket.2 \
-    --answer 8 >"$work/slurmd.log" 2>&1 &
-slurmd_pid=$!
-wait_until 5 bash -c "ss -ltnH '( sport = :$slurmd_port )' | grep -q ." ||
-    { echo "reasons.sh: the slurmd shim did not listen"; cat "$work/slurmd.log"; }
+slurmd_shim --answer 8
 run_case "callerid_match (the source slurmd names the older job)" "$user" "adopt callerid_match 8" "" \
     --tcp-to "127.0.0.1:$slurmd_port"
-kill "$slurmd_pid" 2>/dev/null || true
-wait "$slurmd_pid" 2>/dev/null || true
 # The same slurmd, now closing every connection without a reply.
-"$shim" slurmd --listen "127.0.0.1:$slurmd_port" --munge-socket /run/munge/munge.socket.2 \
-    --answer 8 --fault close >"$work/slurmd.log" 2>&1 &
-slurmd_pid=$!
-wait_until 5 bash -c "ss -ltnH '( sport = :$slurmd_port )' | grep -q ." ||
-    { echo "reasons.sh: the slurmd shim did not listen"; cat "$work/slurmd.log"; }
+slurmd_shim --answer 8 --fault close
 run_case "callerid failed (slurmd closes without a reply): newest_job" "$user" "adopt newest_job failed" "" \
     --tcp-to "127.0.0.1:$slurmd_port"
+stop_slurmd
 stop_shim
 
 echo "=== every code the README lists has a case"
