@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use slurm_node::cgroup::{CgroupError, CgroupFs};
+use slurm_node::cgroup::{CgroupError, CgroupFs, TaskOwners};
 use slurm_node::conf::{ConfError, NodeEntry, SlurmConf};
 use slurm_node::nodename;
 use slurm_node::select::Candidate;
@@ -152,21 +152,24 @@ impl Scan {
 /// On cgroup v1, Slurm's `uid_<uid>` directory already names the user's
 /// jobs, so only those stepds (and any too young to have made their
 /// directories) are asked: the rest belong to other users, and asking
-/// them is most of a login's cost on a busy node. The stepds asked still
-/// say whose job it is; the directory only narrows whom to ask.
+/// them is most of a login's cost on a busy node. On cgroup v2 a job's
+/// batch and srun task directories are chowned to its owner, so a job
+/// they show to be another user's is not asked; a job that shows nobody
+/// (an allocation with only its extern step) always is. The stepds asked
+/// still say whose job it is; the tree only narrows whom to ask.
 pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Scan, NodeError> {
     let listing = spool::list_steps(&view.spool_dir, &view.node.name, &view.trusted_uids)?;
     let mut scan = Scan {
         skipped: listing.skipped,
         ..Scan::default()
     };
-    let listed = cgroup_listing(view, uid);
+    let narrowing = narrowing(view, uid);
     let wall_clock = SystemTime::now();
     let (externs, elsewhere): (Vec<StepSocket>, Vec<StepSocket>) = listing
         .steps
         .into_iter()
         .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
-        .partition(|s| worth_asking(s, listed.as_deref(), wall_clock));
+        .partition(|s| worth_asking(s, &narrowing, uid, wall_clock));
     scan.others += elsewhere.len();
     // A hung stepd keeps the scan waiting until its deadline: stop at half
     // the budget, so a hung step of another user cannot starve the
@@ -197,20 +200,59 @@ pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Sc
     Ok(scan)
 }
 
-/// The user's jobs in Slurm's v1 cgroup directories, or `None` to ask
-/// every stepd (v2, an unknown layout, unreadable mounts).
-fn cgroup_listing(view: &NodeView, uid: u32) -> Option<Vec<u32>> {
-    CgroupFs::detect(&view.conf.cgroup.mountpoint, Path::new(MOUNTINFO))
-        .ok()?
-        .v1_jobs_of_uid(&view.node.name, uid)
+/// What the cgroup tree says about whose stepds need asking.
+#[derive(Debug)]
+enum Narrowing {
+    /// Nothing known: ask every stepd.
+    AskAll,
+    /// cgroup v1: the user's jobs as Slurm's `uid_<uid>` directories
+    /// list them.
+    UserJobs(Vec<u32>),
+    /// cgroup v2: the jobs whose task directories name their owner.
+    TaskOwners(TaskOwners),
 }
 
-/// Whether a stepd must be asked who owns it: always without a listing;
-/// with one, when the listing names its job or the socket is younger than
-/// [`CGROUP_GRACE`] (or from the future: a clock step must not hide a job).
-fn worth_asking(step: &StepSocket, listed: Option<&[u32]>, now: SystemTime) -> bool {
-    let Some(jobs) = listed else {
-        return true;
+/// The node's cgroup tree as Slurm uses it, CgroupSlice included.
+fn cgroup_fs(view: &NodeView) -> Result<CgroupFs, CgroupError> {
+    let fs = CgroupFs::detect(&view.conf.cgroup.mountpoint, Path::new(MOUNTINFO))?;
+    Ok(match &view.conf.cgroup.slice {
+        Some(slice) => fs.with_slice(slice),
+        None => fs,
+    })
+}
+
+/// How far the cgroup tree narrows the stepds to ask: on v1 Slurm's
+/// `uid_<uid>` directories, on v2 the owners of task directories;
+/// anything unreadable or unknown asks every stepd.
+fn narrowing(view: &NodeView, uid: u32) -> Narrowing {
+    let Ok(fs) = cgroup_fs(view) else {
+        return Narrowing::AskAll;
+    };
+    if let Some(jobs) = fs.v1_jobs_of_uid(&view.node.name, uid) {
+        return Narrowing::UserJobs(jobs);
+    }
+    match fs.v2_task_owners(Path::new(PROC_ROOT), &view.node.name) {
+        Some(owners) => Narrowing::TaskOwners(owners),
+        None => Narrowing::AskAll,
+    }
+}
+
+/// Whether a stepd must be asked who owns it.
+///
+/// v1: when Slurm's listing names its job or the socket is younger than
+/// [`CGROUP_GRACE`] (or from the future: a clock step must not hide a
+/// job). v2: unless the job's task directories name another uid. The v2
+/// evidence needs no grace: a task directory is chowned once, to the
+/// job's owner, and a job too young to have one is asked.
+fn worth_asking(step: &StepSocket, narrowing: &Narrowing, uid: u32, now: SystemTime) -> bool {
+    let jobs = match narrowing {
+        Narrowing::AskAll => return true,
+        Narrowing::TaskOwners(owners) => {
+            return owners
+                .owner_of(step.job_id)
+                .is_none_or(|owner| owner == uid);
+        }
+        Narrowing::UserJobs(jobs) => jobs,
     };
     if jobs.contains(&step.job_id) {
         return true;
@@ -339,11 +381,13 @@ fn add_extern_pid(client: &mut StepdClient, pid: i32) -> Result<(), StepdError> 
 }
 
 fn attach_by_cgroup(view: &NodeView, uid: u32, job_id: u32, pid: i32) -> Result<(), AdoptError> {
-    let root = view.conf.cgroup.mountpoint.clone();
-    let fs = CgroupFs::detect(&root, Path::new(MOUNTINFO))?;
+    let fs = cgroup_fs(view)?;
     let dirs = fs.extern_step_dirs(Path::new(PROC_ROOT), &view.node.name, uid, job_id);
     if dirs.is_empty() {
-        return Err(AdoptError::NoCgroup { job_id, root });
+        return Err(AdoptError::NoCgroup {
+            job_id,
+            root: fs.root().to_path_buf(),
+        });
     }
     fs.attach_pid(&dirs, pid)?;
     Ok(())
@@ -390,17 +434,24 @@ mod tests {
         let now = SystemTime::now();
         let old = Duration::from_secs(3600);
         let young = Duration::from_secs(2);
+        let me = 2001;
+        let listed = |jobs: &[u32]| Narrowing::UserJobs(jobs.to_vec());
+        let owners = |pairs: &[(u32, u32)]| Narrowing::TaskOwners(pairs.iter().copied().collect());
         #[rustfmt::skip]
-        let rows: [(&str, StepSocket, Option<&[u32]>, bool); 6] = [
-            ("no listing: everyone",          step(5, old, now), None, true),
-            ("listed job",                    step(5, old, now), Some(&[5]), true),
-            ("not listed, old: another user", step(6, old, now), Some(&[5]), false),
-            ("not listed but young",          step(6, young, now), Some(&[5]), true),
-            ("empty listing, old",            step(6, old, now), Some(&[]), false),
-            ("from the future",               step(6, Duration::ZERO, now + Duration::from_secs(60)), Some(&[]), true),
+        let rows: [(&str, StepSocket, Narrowing, bool); 10] = [
+            ("no listing: everyone",          step(5, old, now), Narrowing::AskAll, true),
+            ("listed job",                    step(5, old, now), listed(&[5]), true),
+            ("not listed, old: another user", step(6, old, now), listed(&[5]), false),
+            ("not listed but young",          step(6, young, now), listed(&[5]), true),
+            ("empty listing, old",            step(6, old, now), listed(&[]), false),
+            ("from the future",               step(6, Duration::ZERO, now + Duration::from_secs(60)), listed(&[]), true),
+            ("v2: another user's tasks",      step(6, old, now), owners(&[(6, 2002)]), false),
+            ("v2: another user's, young",     step(6, young, now), owners(&[(6, 2002)]), false),
+            ("v2: the user's own tasks",      step(6, old, now), owners(&[(6, me)]), true),
+            ("v2: no owner shown (salloc)",   step(7, old, now), owners(&[(6, 2002)]), true),
         ];
-        for (name, s, listed, want) in rows {
-            assert_eq!(worth_asking(&s, listed, now), want, "{name}");
+        for (name, s, narrowing, want) in rows {
+            assert_eq!(worth_asking(&s, &narrowing, me, now), want, "{name}");
         }
     }
 }

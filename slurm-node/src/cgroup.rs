@@ -13,6 +13,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
+mod task_owners;
+pub use task_owners::TaskOwners;
+
 /// How cgroups are mounted at the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupMode {
@@ -207,28 +210,39 @@ impl CgroupFs {
     }
 
     fn v2_dirs(&self, proc_root: &Path, node: &str, job_id: u32) -> Vec<PathBuf> {
-        if !is_plain_component(&self.slice) {
+        self.v2_scope_dirs(proc_root, node)
+            .into_iter()
+            .map(|scope| {
+                scope
+                    .join(format!("job_{job_id}"))
+                    .join("step_extern/user/task_special")
+            })
+            .filter(|dir| dir.is_dir())
+            .collect()
+    }
+
+    /// The stepd scopes that exist on disk, most specific first:
+    /// `<node>_slurmstepd.scope` (22.05) or `slurmstepd.scope` in the
+    /// slice, below the init cgroup and then below the root.
+    pub(crate) fn v2_scope_dirs(&self, proc_root: &Path, node: &str) -> Vec<PathBuf> {
+        if !is_plain_component(&self.slice) || !is_plain_component(node) {
             return Vec::new();
         }
         let mut bases = self.init_cgroup_dirs(proc_root);
         bases.push(self.root.clone());
-        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut scopes: Vec<PathBuf> = Vec::new();
         for base in bases {
             for scope in [
                 format!("{node}_slurmstepd.scope"),
                 "slurmstepd.scope".to_owned(),
             ] {
-                let dir = base
-                    .join(&self.slice)
-                    .join(scope)
-                    .join(format!("job_{job_id}"))
-                    .join("step_extern/user/task_special");
-                if dir.is_dir() && !dirs.contains(&dir) {
-                    dirs.push(dir);
+                let dir = base.join(&self.slice).join(scope);
+                if dir.is_dir() && !scopes.contains(&dir) {
+                    scopes.push(dir);
                 }
             }
         }
-        dirs
+        scopes
     }
 
     /// Where Slurm 23.02+ roots its scope: pid 1's cgroup, made relative to
