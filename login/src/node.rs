@@ -163,7 +163,7 @@ pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Sc
         skipped: listing.skipped,
         ..Scan::default()
     };
-    let narrowing = narrowing(view, uid);
+    let narrowing = narrowing(view, uid, &listing.steps);
     let wall_clock = SystemTime::now();
     let (externs, elsewhere): (Vec<StepSocket>, Vec<StepSocket>) = listing
         .steps
@@ -224,14 +224,18 @@ fn cgroup_fs(view: &NodeView) -> Result<CgroupFs, CgroupError> {
 /// How far the cgroup tree narrows the stepds to ask: on v1 Slurm's
 /// `uid_<uid>` directories, on v2 the owners of task directories;
 /// anything unreadable or unknown asks every stepd.
-fn narrowing(view: &NodeView, uid: u32) -> Narrowing {
+fn narrowing(view: &NodeView, uid: u32, steps: &[StepSocket]) -> Narrowing {
     let Ok(fs) = cgroup_fs(view) else {
         return Narrowing::AskAll;
     };
     if let Some(jobs) = fs.v1_jobs_of_uid(&view.node.name, uid) {
         return Narrowing::UserJobs(jobs);
     }
-    match fs.v2_task_owners(Path::new(PROC_ROOT), &view.node.name) {
+    let jobs = steps
+        .iter()
+        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
+        .map(|s| s.job_id);
+    match fs.v2_task_owners(Path::new(PROC_ROOT), &view.node.name, jobs) {
         Some(owners) => Narrowing::TaskOwners(owners),
         None => Narrowing::AskAll,
     }

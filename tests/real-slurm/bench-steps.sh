@@ -57,6 +57,66 @@ for size in 1 10 100; do
     shim_pid=
 done
 
+# cgroup v2, natively: a real cgroup2 hierarchy (bind-mounted from a
+# private subtree, so nothing of the host's is touched) laid out as
+# Slurm 22.05 lays out a v2 node: <node>_slurmstepd.scope/job_N, and for
+# each of the other user's batch jobs a step_batch/user/task_0 chowned to
+# that user, as the stepd does. pam_adopt skips those jobs' stepds; the
+# user's own job (extern step only, like an salloc) is still asked.
+# Against it: the same 100 stepds with no cgroup tree (ask everyone, the
+# row above), Debian's module, and pam_permit alone.
+v2=100
+v2_mount=$work/cgroup2-all
+v2_root=$work/cgroup2
+v2_private=adopt-bench-steps-$$
+cleanup_v2() {
+    if mountpoint -q "$v2_root"; then umount "$v2_root"; fi
+    if mountpoint -q "$v2_mount"; then
+        find "$v2_mount/$v2_private" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        umount "$v2_mount"
+    fi
+}
+trap 'cleanup_v2; [[ -n $shim_pid ]] && kill "$shim_pid" 2>/dev/null; rm -rf "$work"' EXIT
+mkdir -p "$v2_mount" "$v2_root" "$work/ours-v2" "$work/permit"
+mount -t cgroup2 none "$v2_mount"
+mkdir "$v2_mount/$v2_private"
+mount --bind "$v2_mount/$v2_private" "$v2_root"
+scope=$v2_root/system.slice/${node}_slurmstepd.scope
+mkdir -p "$scope/job_1000/step_extern/user/task_special"
+args=(--step "1000:$uid")
+for ((i = 1; i < v2; i++)); do
+    job=$((1000 + i))
+    mkdir -p "$scope/job_$job/step_extern/user/task_special" "$scope/job_$job/step_batch/user/task_0"
+    chown "$other" "$scope/job_$job/step_batch/user/task_0"
+    args+=(--step "$job:$other")
+done
+sed "s|^CgroupMountpoint=.*|CgroupMountpoint=$v2_root|" "$work/etc/cgroup.conf" >"$work/etc/cgroup-v2.conf"
+mkdir -p "$work/etc-v2"
+cp "$work/etc/slurm.conf" "$work/etc-v2/slurm.conf"
+cp "$work/etc/cgroup-v2.conf" "$work/etc-v2/cgroup.conf"
+echo "account required $ours conf=$work/etc-v2/slurm.conf nodename=$node" >"$work/ours-v2/sshd"
+echo "account required pam_permit.so" >"$work/permit/sshd"
+"$shim" stepd --spool "$work/spool" --node "$node" "${args[@]}" >"$work/shim.out" &
+shim_pid=$!
+wait_until 10 shim_ready "$v2"
+echo "cgroup v2 tree: $v2 extern steps, $((v2 - 1)) of them another user's batch jobs, $n transactions each"
+printf '%-6s %-28s %8s %8s\n' steps module p50_us p99_us
+for m in ours-v2 ours theirs permit; do
+    case $m in
+    ours-v2) label="pam_adopt, v2 narrowed" ;;
+    ours) label="pam_adopt, ask every stepd" ;;
+    theirs) label=pam_slurm_adopt ;;
+    permit) label="pam_permit (control)" ;;
+    esac
+    line=$(SLURM_CONF=$work/etc-v2/slurm.conf "$probe" --confdir "$work/$m" sshd "$user" bench "$n")
+    [[ $(field "$line" rc) == 0 ]] || { echo "bench-steps: $label did not adopt on the v2 tree ($line)" >&2; exit 1; }
+    printf '%-6s %-28s %8s %8s\n' "$v2" "$label" "$(field "$line" p50_us)" "$(field "$line" p99_us)"
+done
+kill "$shim_pid"
+wait "$shim_pid" 2>/dev/null || true
+shim_pid=
+cleanup_v2
+
 # The same with real stepds: REAL_STEPS real jobs on this node (one of the
 # user's, the rest another user's), sharing its cores. On this host's
 # cgroup v1, pam_adopt reads the user's uid_<uid> directory and asks only
@@ -67,7 +127,7 @@ real_n=${BENCH_STEPS_REAL_N:-200}
 echo "real jobs: $real extern steps (1 of $user), $real_n transactions each"
 scontrol update PartitionName=debug OverSubscribe=FORCE:$((real + 28)) >/dev/null
 restore_partition() { scontrol update PartitionName=debug OverSubscribe=NO >/dev/null 2>&1 || true; }
-trap '[[ -n $shim_pid ]] && kill "$shim_pid" 2>/dev/null; cancel_all_test_jobs >/dev/null 2>&1 || true; restore_partition; rm -rf "$work"' EXIT
+trap 'cleanup_v2; [[ -n $shim_pid ]] && kill "$shim_pid" 2>/dev/null; cancel_all_test_jobs >/dev/null 2>&1 || true; restore_partition; rm -rf "$work"' EXIT
 for ((i = 1; i < real; i++)); do
     submit_job adopt-alice --mem=8M >/dev/null
 done

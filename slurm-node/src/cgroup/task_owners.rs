@@ -73,10 +73,15 @@ impl FromIterator<(u32, u32)> for TaskOwners {
 }
 
 impl CgroupFs {
-    /// On cgroup v2, the owner of every job whose tree shows one (see the
-    /// module doc). `None` on v1 or when no stepd scope exists: then
-    /// nothing can be skipped.
-    pub fn v2_task_owners(&self, proc_root: &Path, node: &str) -> Option<TaskOwners> {
+    /// On cgroup v2, the owner of each of `jobs` whose tree shows one
+    /// (see the module doc). `None` on v1 or when no stepd scope exists:
+    /// then nothing can be skipped.
+    pub fn v2_task_owners(
+        &self,
+        proc_root: &Path,
+        node: &str,
+        jobs: impl IntoIterator<Item = u32>,
+    ) -> Option<TaskOwners> {
         if self.mode != CgroupMode::Unified {
             return None;
         }
@@ -84,55 +89,83 @@ impl CgroupFs {
         if scopes.is_empty() {
             return None;
         }
-        Some(walk_scopes(&scopes, 0, &lstat))
+        Some(walk_scopes(&scopes, jobs, 0, &lstat))
     }
 }
 
 /// The walk, with the trusted owner of the directories above the task
 /// directories (root) and the stat injected, so tests can build trees
 /// with foreign owners without being root.
+///
+/// Only the jobs asked about are looked at, by name, so the cost is a few
+/// stats per job: a batch job's `step_batch/user/task_0` is tried first,
+/// and only a job without one has its steps listed.
 fn walk_scopes(
     scopes: &[impl AsRef<Path>],
+    jobs: impl IntoIterator<Item = u32>,
     trusted: u32,
     stat: &dyn Fn(&Path) -> Option<DirStat>,
 ) -> TaskOwners {
     // Evidence from above a task directory counts only if everything on
     // the way is a sealed directory of the trusted owner.
     let trusted_dir = |path: &Path| stat(path).is_some_and(|s| s.sealed_dir && s.uid == trusted);
+    let scopes: Vec<&Path> = scopes
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|scope| trusted_dir(scope))
+        .collect();
     let mut owners = BTreeMap::new();
-    // A job named in two scopes (22.05's and the plain name) with two
-    // different owners is no evidence at all.
-    let mut conflicting = Vec::new();
-    for scope in scopes {
-        let scope = scope.as_ref();
-        if !trusted_dir(scope) {
-            continue;
-        }
-        for (job_id, job_dir) in numbered_children(scope, "job_") {
+    for job_id in jobs {
+        // A job in two scopes (22.05's name and the plain one) with two
+        // different owners is no evidence at all.
+        let mut found = JobOwner::Unknown;
+        for scope in &scopes {
+            let job_dir = scope.join(format!("job_{job_id}"));
             if !trusted_dir(&job_dir) {
                 continue;
             }
-            match job_owner(&job_dir, trusted, &trusted_dir, stat) {
-                JobOwner::Unknown => {}
-                JobOwner::Conflicting => conflicting.push(job_id),
-                JobOwner::Uid(uid) => {
-                    if *owners.entry(job_id).or_insert(uid) != uid {
-                        conflicting.push(job_id);
-                    }
-                }
-            }
+            let here = batch_task_owner(&job_dir, trusted, &trusted_dir, stat).map_or_else(
+                || job_owner(&job_dir, trusted, &trusted_dir, stat),
+                JobOwner::Uid,
+            );
+            found = found.merge(here);
         }
-    }
-    for job_id in conflicting {
-        owners.remove(&job_id);
+        if let JobOwner::Uid(uid) = found {
+            owners.insert(job_id, uid);
+        }
     }
     TaskOwners { owners }
 }
 
+/// The owner of a batch job's first task directory, when it is there
+/// under trusted directories: one stat for the common case.
+fn batch_task_owner(
+    job_dir: &Path,
+    trusted: u32,
+    trusted_dir: &dyn Fn(&Path) -> bool,
+    stat: &dyn Fn(&Path) -> Option<DirStat>,
+) -> Option<u32> {
+    let step = job_dir.join("step_batch");
+    let user = step.join("user");
+    let task = stat(&user.join("task_0")).filter(|t| t.sealed_dir && t.uid != trusted)?;
+    (trusted_dir(&step) && trusted_dir(&user)).then_some(task.uid)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JobOwner {
     Unknown,
     Conflicting,
     Uid(u32),
+}
+
+impl JobOwner {
+    fn merge(self, other: JobOwner) -> JobOwner {
+        match (self, other) {
+            (JobOwner::Unknown, x) | (x, JobOwner::Unknown) => x,
+            (JobOwner::Uid(a), JobOwner::Uid(b)) if a == b => self,
+            _ => JobOwner::Conflicting,
+        }
+    }
 }
 
 /// The one non-trusted uid owning task directories of the job's real
@@ -236,7 +269,7 @@ mod tests {
                     ..s
                 })
             };
-            walk_scopes(&[self.scope()], ME, &stat)
+            walk_scopes(&[self.scope()], 1..=20, ME, &stat)
         }
     }
 
@@ -285,8 +318,9 @@ mod tests {
     #[test]
     fn two_owners_in_one_job_are_no_evidence() {
         let mut tree = Tree::new();
-        tree.mkdir("job_11/step_batch/user/task_0", Some(2001));
-        tree.mkdir("job_11/step_0/user/task_0", Some(2002));
+        // Found only when the steps are listed (no batch step).
+        tree.mkdir("job_11/step_0/user/task_0", Some(2001));
+        tree.mkdir("job_11/step_1/user/task_0", Some(2002));
         tree.mkdir("job_12/step_batch/user/task_0", Some(2001));
         tree.mkdir("job_12/step_0/user/task_1", Some(2001));
         let owners = tree.walk();
@@ -308,15 +342,15 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let no_proc = Path::new("/nonexistent");
         let v1 = CgroupFs::with_mode(root.path(), CgroupMode::Legacy);
-        assert_eq!(v1.v2_task_owners(no_proc, "n1"), None);
+        assert_eq!(v1.v2_task_owners(no_proc, "n1", [1]), None);
         let v2 = CgroupFs::with_mode(root.path(), CgroupMode::Unified);
-        assert_eq!(v2.v2_task_owners(no_proc, "n1"), None);
+        assert_eq!(v2.v2_task_owners(no_proc, "n1", [1]), None);
         fs::create_dir_all(root.path().join("system.slice/slurmstepd.scope/job_1")).expect("mkdir");
         fs::set_permissions(
             root.path().join("system.slice/slurmstepd.scope"),
             fs::Permissions::from_mode(0o755),
         )
         .expect("chmod");
-        assert!(v2.v2_task_owners(no_proc, "n1").is_some());
+        assert!(v2.v2_task_owners(no_proc, "n1", [1]).is_some());
     }
 }
