@@ -4,16 +4,22 @@
 # job, against the number of other users' extern steps on a cgroup v2
 # node, with pam_adopt and Debian's pam_slurm_adopt side by side and a
 # pam_permit control (the transaction's cost without any adopt module).
-# On v2 there is no uid_<uid> directory, so both modules today ask every
-# extern stepd who owns it; this is the stage a v2 narrowing is measured
-# with. TCG makes absolute times 10-100x slower than a real node: compare
-# within one run.
+# On v2 there is no uid_<uid> directory. Two crowds of other users' jobs
+# are measured: allocations with only their extern step (salloc
+# --no-shell), whose owner nothing on disk shows, so pam_adopt asks every
+# stepd as Debian's module does; and batch jobs, whose task directories
+# are chowned to their owner, so pam_adopt skips their stepds (the v2
+# narrowing). TCG makes absolute times 10-100x slower than a real node:
+# compare within one run.
 #   ADOPT_VM_BENCH_STEPS  extern steps at the large size (default 50; 100
 #                         needs about a minute more per version to start)
 #   ADOPT_VM_BENCH_N      transactions per module and size (default 60)
 
-_vm_bench_count() { vm_root "$1" "compgen -G '$VM_SPOOL/slurmvm_*.4294967292' | wc -l"; }
+_vm_bench_count() { vm_root "$1" "compgen -G '$VM_SPOOL/slurmvm_*.${2:-4294967292}' | wc -l"; }
 _vm_bench_have() { [[ $(_vm_bench_count "$1") -ge $2 ]]; }
+# Batch steps whose task directory is there (chowned by the stepd).
+_vm_bench_batch_tasks() { vm_root "$1" "compgen -G '/sys/fs/cgroup/system.slice/*slurmstepd.scope/job_*/step_batch/user/task_0' | wc -l"; }
+_vm_bench_have_batch() { [[ $(_vm_bench_batch_tasks "$1") -ge $2 ]]; }
 _vm_field() { sed -n "s/.*$2=\([0-9]*\).*/\1/p" <<<"$1" | head -n1; }
 
 # One size: every module's p50/p99 in microseconds, into VM_BENCH[size|module|p50/p99].
@@ -30,6 +36,8 @@ _vm_bench_size() { # VER SIZE N
         VM_BENCH["$size|$m|p99"]=$(_vm_field "$line" p99_us)
     done
 }
+
+_vm_bench_only_mine() { [[ $(_vm_bench_count "$1") -le 1 ]]; }
 
 vm_bench() {
     local ver=$1 steps=${ADOPT_VM_BENCH_STEPS:-50} n=${ADOPT_VM_BENCH_N:-60} j mod t0
@@ -68,26 +76,54 @@ vm_bench() {
     fi
     echo "       $steps extern steps up in $((SECONDS - t0)) s ($(vm_root "$ver" "free -m | awk '/^Mem:/ {print \$3 \" MiB used of \" \$2}'"))"
     sleep 11
-    _vm_bench_size "$ver" "$steps" "$n" || return 0
+    _vm_bench_size "$ver" "salloc" "$n" || return 0
 
-    local s m p50 ctl
+    # The same crowd as batch jobs: the narrowing can see these.
+    vm_root "$ver" "scancel -u $VM_OTHER" || true
+    if ! _vm_wait 120 _vm_bench_only_mine "$ver"; then
+        vm_fail "bench: $VM_OTHER's allocations did not end"
+        return 0
+    fi
+    t0=$SECONDS
+    vm_root "$ver" "cd /tmp && for i in \$(seq 1 $((steps - 1))); do
+            runuser -u $VM_OTHER -- sbatch -Q --output=/dev/null -N1 -n1 --mem=8M --oversubscribe -J vm-bench --wrap 'sleep 900' >/dev/null
+        done"
+    # $steps task directories: the other user's batch jobs and the user's own.
+    if ! _vm_wait 240 _vm_bench_have_batch "$ver" "$steps"; then
+        vm_fail "bench: only $(_vm_bench_batch_tasks "$ver") of $steps batch jobs started"
+        vm_root "$ver" "squeue | tail -n 5; free -m" || true
+        return 0
+    fi
+    echo "       $((steps - 1)) batch jobs up in $((SECONDS - t0)) s ($(vm_root "$ver" "free -m | awk '/^Mem:/ {print \$3 \" MiB used of \" \$2}'"))"
+    _vm_bench_size "$ver" "sbatch" "$n" || return 0
+
+    local s m p50 ctl label
     echo
     echo "v2 login cost, Slurm $ver in a TCG VM: one PAM account transaction for $VM_USER (1 job), $n transactions per cell"
-    printf '  %-6s %-16s %9s %9s %17s\n' steps module p50_us p99_us "module-only p50"
-    for s in 1 "$steps"; do
+    printf '  %-26s %-16s %9s %9s %17s\n' "other users' jobs" module p50_us p99_us "module-only p50"
+    for s in 1 salloc sbatch; do
+        case $s in
+        1) label="none" ;;
+        salloc) label="$((steps - 1)) salloc (ask all)" ;;
+        sbatch) label="$((steps - 1)) sbatch (narrowed)" ;;
+        esac
         ctl=${VM_BENCH["$s|permit|p50"]}
         for m in permit ours debian; do
             p50=${VM_BENCH["$s|$m|p50"]}
-            printf '  %-6s %-16s %9s %9s %17s\n' "$s" \
+            printf '  %-26s %-16s %9s %9s %17s\n' "$label" \
                 "$(case $m in permit) echo pam_permit ;; ours) echo pam_adopt ;; *) echo pam_slurm_adopt ;; esac)" \
                 "$p50" "${VM_BENCH["$s|$m|p99"]}" "$([[ $m == permit ]] && echo - || echo "$((p50 - ctl))")"
         done
     done
-    local o d
-    o=$((VM_BENCH["$steps|ours|p50"] - VM_BENCH["$steps|permit|p50"]))
-    d=$((VM_BENCH["$steps|debian|p50"] - VM_BENCH["$steps|permit|p50"]))
-    echo "  at $steps steps ($((steps - 1)) of $VM_OTHER): module-only p50 pam_adopt $o us, pam_slurm_adopt $d us, ratio pam_adopt/pam_slurm_adopt $(awk -v a="$o" -v b="$d" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
-    echo "  per extra extern step: pam_adopt $(((o - (VM_BENCH["1|ours|p50"] - VM_BENCH["1|permit|p50"])) / (steps - 1))) us, pam_slurm_adopt $(((d - (VM_BENCH["1|debian|p50"] - VM_BENCH["1|permit|p50"])) / (steps - 1))) us"
+    local o d oa
+    for s in salloc sbatch; do
+        o=$((VM_BENCH["$s|ours|p50"] - VM_BENCH["$s|permit|p50"]))
+        d=$((VM_BENCH["$s|debian|p50"] - VM_BENCH["$s|permit|p50"]))
+        echo "  $steps extern steps, the others $s jobs: module-only p50 pam_adopt $o us, pam_slurm_adopt $d us, ratio pam_slurm_adopt/pam_adopt $(awk -v a="$o" -v b="$d" 'BEGIN { if (a > 0) printf "%.1f", b / a; else print "-" }')"
+    done
+    o=$((VM_BENCH["sbatch|ours|p50"] - VM_BENCH["sbatch|permit|p50"]))
+    oa=$((VM_BENCH["salloc|ours|p50"] - VM_BENCH["salloc|permit|p50"]))
+    echo "  narrowing: asking every stepd costs $(awk -v a="$o" -v b="$oa" 'BEGIN { if (a > 0) printf "%.1f", b / a; else print "-" }')x the narrowed login"
     echo
     vm_root "$ver" "scontrol update PartitionName=debug OverSubscribe=NO"
     vm_cancel_all "$ver" || vm_fail "bench: jobs did not end"
