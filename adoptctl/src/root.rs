@@ -32,6 +32,35 @@ impl Root {
         }
     }
 
+    /// The directory the node's `/` is read from.
+    pub fn dir(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new("/"))
+    }
+
+    /// `text` (a message naming files as read here) with the files named as
+    /// the node names them: the copy's directory itself becomes `/`.
+    pub fn shown_text(&self, text: &str) -> String {
+        let Some(r) = &self.0 else {
+            return text.to_owned();
+        };
+        let prefix = r.display().to_string();
+        let prefix = prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(prefix) {
+            out.push_str(rest.get(..at).unwrap_or_default());
+            rest = rest.get(at + prefix.len()..).unwrap_or_default();
+            if !rest.starts_with('/') {
+                out.push('/');
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// Whether this is a `--root` copy rather than the running node.
     pub fn is_set(&self) -> bool {
         self.0.is_some()
@@ -47,5 +76,22 @@ impl Root {
             .components()
             .next();
         top.is_some_and(|c| !r.join(c.as_os_str()).exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_names_files_as_the_node_does() {
+        let root = Root::new(Some(PathBuf::from("/srv/c1/")));
+        assert_eq!(
+            root.shown_text(
+                "/srv/c1/var/spool/slurmd is a link to /srv/c1/local, and /srv/c1 has mode 1777"
+            ),
+            "/var/spool/slurmd is a link to /local, and / has mode 1777"
+        );
+        assert_eq!(Root::new(None).shown_text("/srv/c1/x"), "/srv/c1/x");
     }
 }

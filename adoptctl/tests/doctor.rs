@@ -962,3 +962,292 @@ fn the_module_listed_twice_is_a_warning_on_the_second_line() {
     let msg = r.expect("warn", "account-module", "/etc/pam.d/sshd:11");
     assert!(msg.contains("first at /etc/pam.d/sshd:10"), "{msg}");
 }
+
+// ---- SlurmdSpoolDir and the config files, by the module's own rules ----
+
+impl Node {
+    fn chmod(&self, rel: &str, mode: u32) -> &Node {
+        fs::set_permissions(self.path(rel), fs::Permissions::from_mode(mode)).expect("chmod");
+        self
+    }
+
+    /// Move the spool to `target` (under the copy) and leave a symlink
+    /// reading `link` in its place.
+    fn relocate_spool(&self, target: &str, link: &str) -> &Node {
+        let real = self.path(target);
+        fs::create_dir_all(real.parent().expect("parent")).expect("mkdir");
+        fs::rename(self.path("var/spool/slurmd"), &real).expect("move the spool");
+        std::os::unix::fs::symlink(link, self.path("var/spool/slurmd")).expect("symlink");
+        self
+    }
+}
+
+impl Report {
+    /// The fix line printed under the one finding of `check` with `status`.
+    fn fix_of(&self, status: &str, check: &str) -> String {
+        let mut lines = self.text.lines();
+        while let Some(l) = lines.next() {
+            if l.starts_with(&format!("{status:<4}  {check} ")) {
+                let fix = lines.next().unwrap_or_default().trim();
+                return fix.strip_prefix("fix: ").unwrap_or(fix).to_owned();
+            }
+        }
+        panic!("no `{status} {check}` in:\n{}", self.text);
+    }
+}
+
+const SPOOL_LINE: &str = "/etc/slurm/slurm.conf:6";
+
+#[test]
+fn the_good_spool_dir_passes() {
+    let r = Node::new().doctor(&[]);
+    let msg = r.expect("ok", "spool-dir", SPOOL_LINE);
+    assert!(
+        msg.contains("/var/spool/slurmd (uid 0, mode 0755)"),
+        "{msg}"
+    );
+    let msg = r.expect("ok", "slurm-conf", "/etc/slurm/slurm.conf");
+    assert!(
+        msg.contains("/etc/slurm/cgroup.conf pass the module's open rules"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_spool_dir_writable_by_others_fails_with_the_fix() {
+    let n = Node::new();
+    n.chmod("var/spool/slurmd", 0o777);
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "spool-dir", SPOOL_LINE);
+    assert_eq!(
+        msg,
+        "spool directory /var/spool/slurmd has mode 0777: writable by group or others: the module denies every login with reason=spool"
+    );
+    assert_eq!(
+        r.fix_of("fail", "spool-dir"),
+        "chmod go-w /var/spool/slurmd"
+    );
+    r.only_problem("spool-dir");
+}
+
+#[test]
+fn a_spool_dir_that_is_a_file_fails() {
+    let n = Node::new();
+    fs::remove_dir_all(n.path("var/spool/slurmd")).expect("rm");
+    n.write("var/spool/slurmd", "");
+    let r = n.doctor(&[]);
+    let msg = r.expect("fail", "spool-dir", SPOOL_LINE);
+    assert!(msg.contains("is not a directory"), "{msg}");
+}
+
+#[test]
+fn a_symlinked_spool_with_a_root_chain_passes() {
+    for link in ["/local/disk/slurmd", "../../local/disk/slurmd"] {
+        let n = Node::new();
+        n.relocate_spool("local/disk/slurmd", link);
+        let r = n.doctor(&[]);
+        assert_eq!(r.code, 0, "{link}: {}", r.text);
+        let msg = r.expect("ok", "spool-dir", SPOOL_LINE);
+        assert!(msg.contains("/var/spool/slurmd -> /"), "{msg}");
+        assert!(msg.ends_with("0 step socket(s) of node c1"), "{msg}");
+    }
+}
+
+#[test]
+fn a_symlinked_spool_under_a_sticky_world_writable_dir_fails() {
+    let n = Node::new();
+    n.relocate_spool("scratch/slurmd", "/scratch/slurmd")
+        .chmod("scratch", 0o1777);
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "spool-dir", SPOOL_LINE);
+    assert_eq!(
+        msg,
+        "spool directory /var/spool/slurmd is a symbolic link to /scratch/slurmd, and /scratch has mode 1777: writable by group or others: the module denies every login with reason=spool"
+    );
+    assert!(
+        r.fix_of("fail", "spool-dir")
+            .starts_with("move the symlink's target out of /scratch"),
+        "{}",
+        r.text
+    );
+    r.only_problem("spool-dir");
+}
+
+#[test]
+fn a_symlinked_spool_whose_target_is_writable_fails() {
+    let n = Node::new();
+    n.relocate_spool("local/slurmd", "/local/slurmd")
+        .chmod("local/slurmd", 0o757);
+    let r = n.doctor(&[]);
+    let msg = r.expect("fail", "spool-dir", SPOOL_LINE);
+    assert!(msg.contains("and /local/slurmd has mode 0757"), "{msg}");
+    assert_eq!(r.fix_of("fail", "spool-dir"), "chmod go-w /local/slurmd");
+}
+
+#[test]
+fn a_spool_link_through_a_second_link_fails() {
+    let n = Node::new();
+    n.relocate_spool("local/disk/slurmd", "/mnt/slurmd");
+    std::os::unix::fs::symlink("/local/disk", n.path("mnt")).expect("symlink");
+    let r = n.doctor(&[]);
+    let msg = r.expect("fail", "spool-dir", SPOOL_LINE);
+    assert!(msg.contains("and /mnt is a symbolic link too"), "{msg}");
+    assert!(
+        r.fix_of("fail", "spool-dir")
+            .starts_with("point /var/spool/slurmd straight at the real directory"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn a_missing_spool_dir_is_a_warning() {
+    let n = Node::new();
+    fs::remove_dir_all(n.path("var/spool/slurmd")).expect("rm");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    let msg = r.expect("warn", "spool-dir", SPOOL_LINE);
+    assert!(msg.contains("does not exist"), "{msg}");
+    let n = Node::new();
+    n.relocate_spool("local/slurmd", "/local/slurmd");
+    fs::remove_dir_all(n.path("local/slurmd")).expect("rm");
+    let msg = n.doctor(&[]).expect("warn", "spool-dir", SPOOL_LINE);
+    assert!(
+        msg.contains("symbolic link to /local/slurmd, which does not exist"),
+        "{msg}"
+    );
+    let n = Node::new();
+    fs::remove_dir_all(n.path("var")).expect("rm");
+    let msg = n.doctor(&[]).expect("warn", "spool-dir", SPOOL_LINE);
+    assert!(msg.contains("outside the --root copy"), "{msg}");
+}
+
+#[test]
+fn a_config_file_the_module_refuses_fails_with_the_fix() {
+    let n = Node::new();
+    n.chmod("etc/slurm/slurm.conf", 0o666);
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2);
+    let msg = r.expect("fail", "slurm-conf", "/etc/slurm/slurm.conf");
+    assert!(msg.contains("mode 0666: writable by others"), "{msg}");
+    assert!(msg.ends_with("reason=node_setup"), "{msg}");
+    assert_eq!(
+        r.fix_of("fail", "slurm-conf"),
+        "chmod o-w /etc/slurm/slurm.conf"
+    );
+
+    // An Include and cgroup.conf go through the same reader.
+    let n = Node::new();
+    n.write("etc/slurm/site.conf", "MessageTimeout=20\n")
+        .chmod("etc/slurm/site.conf", 0o646)
+        .edit(
+            "etc/slurm/slurm.conf",
+            "SlurmUser=slurm\n",
+            "SlurmUser=slurm\nInclude site.conf\n",
+        );
+    let r = n.doctor(&[]);
+    r.expect("fail", "slurm-conf", "/etc/slurm/slurm.conf:5");
+    assert_eq!(
+        r.fix_of("fail", "slurm-conf"),
+        "chmod o-w /etc/slurm/site.conf"
+    );
+    let n = Node::new();
+    n.chmod("etc/slurm/cgroup.conf", 0o606);
+    let r = n.doctor(&[]);
+    r.expect("fail", "slurm-conf", "/etc/slurm/cgroup.conf");
+    assert_eq!(
+        r.fix_of("fail", "slurm-conf"),
+        "chmod o-w /etc/slurm/cgroup.conf"
+    );
+
+    // A link to a link: the module reads one hop only.
+    let n = Node::new();
+    fs::rename(
+        n.path("etc/slurm/slurm.conf"),
+        n.path("etc/slurm/real.conf"),
+    )
+    .expect("mv");
+    std::os::unix::fs::symlink("real.conf", n.path("etc/slurm/hop.conf")).expect("symlink");
+    std::os::unix::fs::symlink("hop.conf", n.path("etc/slurm/slurm.conf")).expect("symlink");
+    let r = n.doctor(&[]);
+    let msg = r.expect("fail", "slurm-conf", "/etc/slurm/slurm.conf");
+    assert!(msg.contains("a symbolic link to another link"), "{msg}");
+    assert!(
+        r.fix_of("fail", "slurm-conf")
+            .starts_with("point the link straight at the file"),
+        "{}",
+        r.text
+    );
+}
+
+/// Without `--root`: doctor and the module's own scan judge one real
+/// symlinked spool the same way, from `/` down. The tree is made under `/`
+/// itself, whose every directory is root's: under /tmp (sticky,
+/// world-writable) the module refuses any link, and so must doctor.
+#[test]
+fn doctor_and_the_module_agree_on_a_real_symlinked_spool() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes a root-owned tree under /, which needs root: run cargo test as root"
+    );
+    let top = tempfile::Builder::new()
+        .prefix(".adoptctl-spool-test-")
+        .tempdir_in("/")
+        .expect("tempdir in /");
+    fs::set_permissions(top.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let real = top.path().join("local/slurmd");
+    fs::create_dir_all(&real).expect("mkdir");
+    let link = top.path().join("spool");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let conf = top.path().join("slurm.conf");
+    fs::write(
+        &conf,
+        format!("SlurmdSpoolDir={}\nNodeName=c1 CPUs=1\n", link.display()),
+    )
+    .expect("write");
+    let pam = top.path().join("pam-sshd");
+    fs::write(
+        &pam,
+        format!("account required pam_adopt.so conf={}\n", conf.display()),
+    )
+    .expect("write");
+    let sshd = fixture().join("etc/ssh/sshd_config");
+    let doctor = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+            .arg("doctor")
+            .arg("--pam-file")
+            .arg(&pam)
+            .arg("--sshd-config")
+            .arg(&sshd)
+            .args(["--nodename", "c1"])
+            .output()
+            .expect("run adoptctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("spool-dir"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no spool-dir finding in:\n{text}"))
+    };
+    let trusted = slurm_node::spool::trusted_owners("root");
+    let module = || slurm_node::spool::list_steps(&link, "c1", &trusted);
+
+    // A good root chain: both accept.
+    assert!(module().is_ok(), "{:?}", module());
+    let line = doctor();
+    assert!(line.starts_with("ok    spool-dir"), "{line}");
+    assert!(
+        line.contains(&format!("{} -> {}", link.display(), real.display())),
+        "{line}"
+    );
+
+    // A world-writable directory on the way: both refuse, in the same words.
+    fs::set_permissions(top.path().join("local"), fs::Permissions::from_mode(0o1777))
+        .expect("chmod");
+    let refusal = module().expect_err("the module refuses").to_string();
+    assert!(refusal.contains("has mode 1777"), "{refusal}");
+    let line = doctor();
+    assert!(line.starts_with("fail  spool-dir"), "{line}");
+    assert!(line.contains(&refusal), "doctor: {line}\nmodule: {refusal}");
+}

@@ -3,26 +3,45 @@
 //!
 //! The module connects to whatever this scan returns, as root, and trusts
 //! the job id in the name, so both the directory and every socket must
-//! belong to root or SlurmUser, and none of them may be a symlink. The
-//! caller connects by path later, so these checks hold only while nobody
-//! else can write the directory or its parents; the parents (`/var/spool`)
-//! are the system's to protect, the directory itself is checked here.
+//! belong to root or SlurmUser, and no socket may be a symlink. The
+//! directory is opened once (`O_DIRECTORY|O_NOFOLLOW`), judged by `fstat`
+//! on that fd, read from that fd, and every entry is judged by
+//! `fstatat(fd, name, AT_SYMLINK_NOFOLLOW)`, so what is checked is what is
+//! listed. The paths returned are still `spool_dir/name`: a unix socket is
+//! connected by path, so these checks are a first filter and the real trust
+//! is the peer credentials (`SO_PEERCRED`) the stepd client reads after the
+//! connect.
 //!
 //! Directory policy: the directory must be owned by a trusted uid, must not
 //! be world-writable (not even with the sticky bit: nobody but Slurm has a
 //! reason to create entries there), and may be group-writable only when its
 //! group is root's. Anyone who can write to the directory could rename
 //! entries between this scan and the connect, so a writable directory makes
-//! the per-entry checks worthless.
+//! the per-entry checks worthless. Its parents (`/var/spool`) are the
+//! system's to protect.
+//!
+//! A symlinked SlurmdSpoolDir (`/var/spool/slurmd -> /local/slurmd`, to
+//! put the spool on a local disk) is followed exactly once, because a link
+//! moves the directory out from under the system's protection of
+//! `/var/spool`: the link must be root's, and every directory from `/` down
+//! to its target is opened one component at a time with `O_NOFOLLOW` and
+//! must be root's and not writable by group (unless the group is root's)
+//! or others, sticky `/tmp` included; the target itself follows the
+//! directory policy above. A second link anywhere on the way is refused.
+//! pam_slurm_adopt simply `opendir()`s the path, following any chain of
+//! links through any directories.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{self, Metadata};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
+use nix::dir::Dir;
 use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, FileStat, Mode};
 
 /// Step id of the extern step (`SLURM_EXTERN_CONT`).
 pub const EXTERN_STEP_ID: u32 = 0xffff_fffc;
@@ -75,18 +94,79 @@ pub struct StepListing {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("cannot open spool directory {path}: {source}")]
+    #[error("cannot open spool directory {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
-    #[error("cannot read spool directory {path}: {source}")]
+    #[error("cannot read spool directory {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
-    #[error("spool directory {path} is a symbolic link")]
-    Symlink { path: PathBuf },
-    #[error("spool directory {path} is not a directory")]
+    #[error("spool directory {} is not a directory", path.display())]
     NotADirectory { path: PathBuf },
-    #[error("spool directory {path} is owned by uid {uid}, neither root nor SlurmUser")]
+    #[error("spool directory {} is owned by uid {uid}, neither root nor SlurmUser", path.display())]
     UntrustedOwner { path: PathBuf, uid: u32 },
-    #[error("spool directory {path} has mode {mode:04o}: writable by group or others")]
+    #[error("spool directory {} has mode {mode:04o}: writable by group or others", path.display())]
     Writable { path: PathBuf, mode: u32 },
+    /// Anyone who owns the link can point it anywhere.
+    #[error(
+        "spool directory {} is a symbolic link owned by uid {uid}; only a root-owned link is followed",
+        path.display()
+    )]
+    LinkOwner { path: PathBuf, uid: u32 },
+    /// The link's target, or a directory on the way to it, fails the
+    /// policy; `dir` is the one that does.
+    #[error(
+        "spool directory {} is a symbolic link to {}, and {} {problem}",
+        path.display(),
+        target.display(),
+        dir.display()
+    )]
+    LinkTarget {
+        path: PathBuf,
+        target: PathBuf,
+        dir: PathBuf,
+        problem: LinkProblem,
+    },
+}
+
+/// What is wrong with a directory on the way to a symlinked spool
+/// directory's target, or with the target itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkProblem {
+    /// A directory above the target: only root may own those.
+    NotRootOwned {
+        uid: u32,
+    },
+    /// The target itself, which may also be SlurmUser's.
+    UntrustedOwner {
+        uid: u32,
+    },
+    Writable {
+        mode: u32,
+    },
+    NotADirectory,
+    /// A second link: only one hop is followed.
+    Symlink,
+    Open(Errno),
+    /// A relative link under a `--root` copy that climbs out of it.
+    OutsideRoot,
+}
+
+impl fmt::Display for LinkProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkProblem::NotRootOwned { uid } => write!(f, "is owned by uid {uid}, not root"),
+            LinkProblem::UntrustedOwner { uid } => {
+                write!(f, "is owned by uid {uid}, neither root nor SlurmUser")
+            }
+            LinkProblem::Writable { mode } => {
+                write!(f, "has mode {mode:04o}: writable by group or others")
+            }
+            LinkProblem::NotADirectory => f.write_str("is not a directory"),
+            LinkProblem::Symlink => {
+                f.write_str("is a symbolic link too: only one link is followed")
+            }
+            LinkProblem::Open(errno) => write!(f, "cannot be opened: {errno}"),
+            LinkProblem::OutsideRoot => f.write_str("is outside the tree being checked"),
+        }
+    }
 }
 
 /// The owners a spool directory and its sockets may have: root, and
@@ -107,16 +187,21 @@ pub fn stepd_peer_uids(slurmd_user: &str) -> Vec<u32> {
     trusted_owners(slurmd_user)
 }
 
+/// Only root may own the directories above a symlinked spool's target.
+const CHAIN_OWNERS: &[u32] = &[0];
+
 /// Every step socket of `node_name` in `spool_dir`.
 ///
 /// A missing directory yields an empty listing, as in pam_slurm_adopt:
-/// with no slurmd spool there are no jobs on this node.
+/// with no slurmd spool there are no jobs on this node. A symlinked one
+/// whose target is missing counts as missing.
 pub fn list_steps(
     spool_dir: &Path,
     node_name: &str,
     trusted_uids: &[u32],
 ) -> Result<StepListing, SpoolError> {
-    scan(spool_dir, node_name, trusted_uids, |_| true)
+    let dir = open_dir(Path::new("/"), spool_dir, trusted_uids, CHAIN_OWNERS)?;
+    scan(dir, node_name, trusted_uids, |_| true)
 }
 
 /// Like [`list_steps`], restricted to extern steps, including the skipped
@@ -126,9 +211,53 @@ pub fn extern_steps(
     node_name: &str,
     trusted_uids: &[u32],
 ) -> Result<StepListing, SpoolError> {
-    scan(spool_dir, node_name, trusted_uids, |name| {
+    let dir = open_dir(Path::new("/"), spool_dir, trusted_uids, CHAIN_OWNERS)?;
+    scan(dir, node_name, trusted_uids, |name| {
         name.step_id == EXTERN_STEP_ID
     })
+}
+
+/// A spool directory that passed the checks, open.
+#[derive(Debug)]
+pub struct SpoolDir {
+    fd: OwnedFd,
+    /// As configured; the socket paths are built from it.
+    pub path: PathBuf,
+    /// Where a symlinked spool directory points, as resolved (one hop).
+    pub target: Option<PathBuf>,
+    pub owner_uid: u32,
+    pub mode: u32,
+}
+
+/// Open and check `spool_dir` exactly as [`list_steps`] does, for
+/// `adoptctl doctor`: `Ok(None)` when it (or a symlink's target) does not
+/// exist.
+pub fn open_spool_dir(
+    spool_dir: &Path,
+    trusted_uids: &[u32],
+) -> Result<Option<SpoolDir>, SpoolError> {
+    open_dir(Path::new("/"), spool_dir, trusted_uids, CHAIN_OWNERS)
+}
+
+/// [`open_spool_dir`] for a copy of a node's tree under `root` (doctor's
+/// `--root`): `spool_dir` is the path under `root`, a symlink's absolute
+/// target is taken under `root`, and the walk to it starts at `root`
+/// rather than `/`.
+pub fn open_spool_dir_under(
+    root: &Path,
+    spool_dir: &Path,
+    trusted_uids: &[u32],
+) -> Result<Option<SpoolDir>, SpoolError> {
+    open_dir(root, spool_dir, trusted_uids, CHAIN_OWNERS)
+}
+
+/// The step sockets in a directory [`open_spool_dir`] opened.
+pub fn list_open_steps(
+    dir: SpoolDir,
+    node_name: &str,
+    trusted_uids: &[u32],
+) -> Result<StepListing, SpoolError> {
+    scan(Some(dir), node_name, trusted_uids, |_| true)
 }
 
 /// The numbers in a socket name.
@@ -139,51 +268,253 @@ struct StepName {
     het_component: Option<u32>,
 }
 
-fn scan(
+/// `O_NONBLOCK` costs nothing on a directory and keeps a FIFO put in its
+/// place from blocking the open.
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK
+}
+
+fn file_kind(st: &FileStat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+/// Open `spool_dir` and check it; `chain_uids` may own the directories on
+/// the way to a symlink's target, which is walked from `root`.
+fn open_dir(
+    root: &Path,
     spool_dir: &Path,
+    trusted_uids: &[u32],
+    chain_uids: &[u32],
+) -> Result<Option<SpoolDir>, SpoolError> {
+    let open_error = |errno: Errno| SpoolError::Open {
+        path: spool_dir.to_path_buf(),
+        source: io::Error::from(errno),
+    };
+    match fcntl::open(spool_dir, dir_flags(), Mode::empty()) {
+        Ok(fd) => {
+            let st = stat::fstat(&fd).map_err(open_error)?;
+            check_dir(spool_dir, &st, trusted_uids)?;
+            Ok(Some(SpoolDir {
+                fd,
+                path: spool_dir.to_path_buf(),
+                target: None,
+                owner_uid: st.st_uid,
+                mode: st.st_mode & 0o7777,
+            }))
+        }
+        Err(Errno::ENOENT) => Ok(None),
+        // O_NOFOLLOW with O_DIRECTORY gives ENOTDIR for a symlink on
+        // Linux, ELOOP elsewhere; either way, look at what is there.
+        Err(errno @ (Errno::ENOTDIR | Errno::ELOOP)) => match stat::lstat(spool_dir) {
+            Ok(link) if file_kind(&link) == libc::S_IFLNK => {
+                follow_link(root, spool_dir, &link, trusted_uids, chain_uids)
+            }
+            Ok(other) if file_kind(&other) != libc::S_IFDIR => Err(SpoolError::NotADirectory {
+                path: spool_dir.to_path_buf(),
+            }),
+            Err(Errno::ENOENT) => Ok(None),
+            _ => Err(open_error(errno)),
+        },
+        Err(errno) => Err(open_error(errno)),
+    }
+}
+
+fn follow_link(
+    root: &Path,
+    link: &Path,
+    link_stat: &FileStat,
+    trusted_uids: &[u32],
+    chain_uids: &[u32],
+) -> Result<Option<SpoolDir>, SpoolError> {
+    if !chain_uids.contains(&link_stat.st_uid) {
+        return Err(SpoolError::LinkOwner {
+            path: link.to_path_buf(),
+            uid: link_stat.st_uid,
+        });
+    }
+    let written = match fcntl::readlink(link) {
+        Ok(t) => PathBuf::from(t),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(errno) => {
+            return Err(SpoolError::Open {
+                path: link.to_path_buf(),
+                source: io::Error::from(errno),
+            });
+        }
+    };
+    // A relative target is relative to the link's directory, as the kernel
+    // reads it; an absolute one is under `root`.
+    let target = match written.strip_prefix("/") {
+        Ok(below_root) => root.join(below_root),
+        Err(_) => link.parent().unwrap_or(Path::new("")).join(&written),
+    };
+    let refused = |dir: &Path, problem: LinkProblem| SpoolError::LinkTarget {
+        path: link.to_path_buf(),
+        target: target.clone(),
+        dir: dir.to_path_buf(),
+        problem,
+    };
+    let Ok(below_root) = target.strip_prefix(root) else {
+        return Err(refused(&target, LinkProblem::OutsideRoot));
+    };
+    let walked = match walk(root, below_root, trusted_uids, chain_uids) {
+        Ok(Some(w)) => w,
+        Ok(None) => return Ok(None),
+        Err((dir, problem)) => return Err(refused(&dir, problem)),
+    };
+    Ok(Some(SpoolDir {
+        fd: walked.fd,
+        path: link.to_path_buf(),
+        target: Some(target),
+        owner_uid: walked.uid,
+        mode: walked.mode,
+    }))
+}
+
+/// The final directory of a walk.
+struct Walked {
+    fd: OwnedFd,
+    uid: u32,
+    mode: u32,
+}
+
+/// One directory of the walk: its fd, its path for messages, its stat, and
+/// whether it was already judged as a parent.
+struct Step {
+    fd: OwnedFd,
+    path: PathBuf,
+    stat: FileStat,
+    judged: bool,
+}
+
+/// Walk from `root` down `below_root` one component at a time, each opened
+/// `O_NOFOLLOW` relative to its parent's fd, so no link is followed on the
+/// way and each directory judged is the one descended through. A parent
+/// must pass the policy for `chain_uids`, the last directory the spool
+/// policy for `trusted_uids`. `..` goes back up the walk, never above
+/// `root`. `Ok(None)` when a component does not exist.
+fn walk(
+    root: &Path,
+    below_root: &Path,
+    trusted_uids: &[u32],
+    chain_uids: &[u32],
+) -> Result<Option<Walked>, (PathBuf, LinkProblem)> {
+    let open_root = fcntl::open(root, dir_flags(), Mode::empty())
+        .map_err(|e| (root.to_path_buf(), LinkProblem::Open(e)))?;
+    let root_stat =
+        stat::fstat(&open_root).map_err(|e| (root.to_path_buf(), LinkProblem::Open(e)))?;
+    let mut stack = vec![Step {
+        fd: open_root,
+        path: root.to_path_buf(),
+        stat: root_stat,
+        judged: false,
+    }];
+    for component in below_root.components() {
+        let name = match component {
+            Component::Normal(name) => name,
+            Component::ParentDir => {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => continue,
+        };
+        let Some(parent) = stack.last_mut() else {
+            return Err((root.to_path_buf(), LinkProblem::OutsideRoot));
+        };
+        if !parent.judged {
+            chain_problem(&parent.stat, chain_uids).map_err(|p| (parent.path.clone(), p))?;
+            parent.judged = true;
+        }
+        let path = parent.path.join(name);
+        let fd = match fcntl::openat(&parent.fd, name, dir_flags(), Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(errno @ (Errno::ENOTDIR | Errno::ELOOP)) => {
+                let problem = match stat::fstatat(&parent.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if file_kind(&st) == libc::S_IFLNK => LinkProblem::Symlink,
+                    Ok(st) if file_kind(&st) != libc::S_IFDIR => LinkProblem::NotADirectory,
+                    _ => LinkProblem::Open(errno),
+                };
+                return Err((path, problem));
+            }
+            Err(errno) => return Err((path, LinkProblem::Open(errno))),
+        };
+        let st = stat::fstat(&fd).map_err(|e| (path.clone(), LinkProblem::Open(e)))?;
+        stack.push(Step {
+            fd,
+            path,
+            stat: st,
+            judged: false,
+        });
+    }
+    let Some(last) = stack.pop() else {
+        return Err((root.to_path_buf(), LinkProblem::OutsideRoot));
+    };
+    dir_problem(&last.stat, trusted_uids).map_err(|p| {
+        let problem = match p {
+            DirProblem::NotADirectory => LinkProblem::NotADirectory,
+            DirProblem::UntrustedOwner(uid) => LinkProblem::UntrustedOwner { uid },
+            DirProblem::Writable(mode) => LinkProblem::Writable { mode },
+        };
+        (last.path.clone(), problem)
+    })?;
+    Ok(Some(Walked {
+        uid: last.stat.st_uid,
+        mode: last.stat.st_mode & 0o7777,
+        fd: last.fd,
+    }))
+}
+
+/// The policy for a directory above a symlinked spool's target.
+fn chain_problem(st: &FileStat, chain_uids: &[u32]) -> Result<(), LinkProblem> {
+    dir_problem(st, chain_uids).map_err(|p| match p {
+        DirProblem::NotADirectory => LinkProblem::NotADirectory,
+        DirProblem::UntrustedOwner(uid) => LinkProblem::NotRootOwned { uid },
+        DirProblem::Writable(mode) => LinkProblem::Writable { mode },
+    })
+}
+
+fn scan(
+    dir: Option<SpoolDir>,
     node_name: &str,
     trusted_uids: &[u32],
     wanted: impl Fn(&StepName) -> bool,
 ) -> Result<StepListing, SpoolError> {
-    let open_error = |source: io::Error| SpoolError::Open {
-        path: spool_dir.to_path_buf(),
-        source,
+    let Some(dir) = dir else {
+        return Ok(StepListing::default());
     };
-    let dir_meta = match fs::symlink_metadata(spool_dir) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StepListing::default()),
-        Err(e) => return Err(open_error(e)),
+    let spool_dir = dir.path;
+    let read_error = |errno: Errno| SpoolError::Read {
+        path: spool_dir.clone(),
+        source: io::Error::from(errno),
     };
-    check_dir(spool_dir, &dir_meta, trusted_uids)?;
-    let entries = match fs::read_dir(spool_dir) {
-        Ok(entries) => entries,
-        // Removed since the check: as good as missing.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StepListing::default()),
-        Err(e) => return Err(open_error(e)),
-    };
-
-    let mut listing = StepListing::default();
-    for entry in entries {
-        let entry = entry.map_err(|source| SpoolError::Read {
-            path: spool_dir.to_path_buf(),
-            source,
-        })?;
-        let file_name = entry.file_name();
-        let Some(name) = parse_socket_name(file_name.as_bytes(), node_name) else {
+    let mut entries = Dir::from_fd(dir.fd).map_err(read_error)?;
+    // The names first, then the stats: the iterator borrows the Dir.
+    let mut names: Vec<(OsString, StepName)> = Vec::new();
+    for entry in entries.iter() {
+        let entry = entry.map_err(read_error)?;
+        let file_name = entry.file_name().to_bytes();
+        let Some(name) = parse_socket_name(file_name, node_name) else {
             continue;
         };
-        if !wanted(&name) {
-            continue;
+        if wanted(&name) {
+            names.push((OsStr::from_bytes(file_name).to_owned(), name));
         }
+    }
+
+    let mut listing = StepListing::default();
+    for (file_name, name) in names {
         let path = spool_dir.join(&file_name);
-        match examine_entry(&path, trusted_uids) {
-            Ok(Some(meta)) => listing.steps.push(StepSocket {
+        match examine_entry(&entries, &file_name, trusted_uids) {
+            Ok(Some(st)) => listing.steps.push(StepSocket {
                 path,
                 job_id: name.job_id,
                 step_id: name.step_id,
                 het_component: name.het_component,
-                ctime: (meta.ctime(), meta.ctime_nsec()),
-                owner_uid: meta.uid(),
+                ctime: (st.st_ctime, st.st_ctime_nsec),
+                owner_uid: st.st_uid,
             }),
             // The stepd exited between readdir and the stat.
             Ok(None) => {}
@@ -201,13 +532,8 @@ fn step_order(s: &StepSocket) -> (u32, u32, Option<u32>, &Path) {
     (s.job_id, s.step_id, s.het_component, &s.path)
 }
 
-fn check_dir(path: &Path, meta: &Metadata, trusted_uids: &[u32]) -> Result<(), SpoolError> {
-    if meta.file_type().is_symlink() {
-        return Err(SpoolError::Symlink {
-            path: path.to_path_buf(),
-        });
-    }
-    dir_problem(meta.mode(), meta.uid(), meta.gid(), trusted_uids).map_err(|problem| {
+fn check_dir(path: &Path, st: &FileStat, trusted_uids: &[u32]) -> Result<(), SpoolError> {
+    dir_problem(st, trusted_uids).map_err(|problem| {
         let path = path.to_path_buf();
         match problem {
             DirProblem::NotADirectory => SpoolError::NotADirectory { path },
@@ -224,7 +550,11 @@ enum DirProblem {
     Writable(u32),
 }
 
-fn dir_problem(mode: u32, uid: u32, gid: u32, trusted_uids: &[u32]) -> Result<(), DirProblem> {
+fn dir_problem(st: &FileStat, trusted_uids: &[u32]) -> Result<(), DirProblem> {
+    mode_problem(st.st_mode, st.st_uid, st.st_gid, trusted_uids)
+}
+
+fn mode_problem(mode: u32, uid: u32, gid: u32, trusted_uids: &[u32]) -> Result<(), DirProblem> {
     if mode & libc::S_IFMT != libc::S_IFDIR {
         return Err(DirProblem::NotADirectory);
     }
@@ -241,19 +571,18 @@ fn dir_problem(mode: u32, uid: u32, gid: u32, trusted_uids: &[u32]) -> Result<()
 
 /// `Ok(None)` when the entry has disappeared, which is a step ending
 /// rather than anything worth reporting.
-fn examine_entry(path: &Path, trusted_uids: &[u32]) -> Result<Option<Metadata>, SkipReason> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            let errno = e
-                .raw_os_error()
-                .map_or(Errno::UnknownErrno, Errno::from_raw);
-            return Err(SkipReason::Stat(errno));
-        }
+fn examine_entry(
+    dir: &Dir,
+    name: &OsStr,
+    trusted_uids: &[u32],
+) -> Result<Option<FileStat>, SkipReason> {
+    let st = match stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(errno) => return Err(SkipReason::Stat(errno)),
     };
-    entry_problem(meta.mode(), meta.uid(), trusted_uids)?;
-    Ok(Some(meta))
+    entry_problem(st.st_mode, st.st_uid, trusted_uids)?;
+    Ok(Some(st))
 }
 
 fn entry_problem(mode: u32, uid: u32, trusted_uids: &[u32]) -> Result<(), SkipReason> {
@@ -335,6 +664,87 @@ mod tests {
             .iter()
             .map(|s| (s.job_id, s.step_id, s.het_component))
             .collect()
+    }
+
+    /// A scan as `list_steps` does it, with the walk to a symlink's target
+    /// starting at `root` instead of `/` and `chain` as the owners allowed
+    /// on the way: tempdirs live under sticky, world-writable /tmp.
+    fn list_in(
+        root: &Path,
+        spool_dir: &Path,
+        trusted: &[u32],
+        chain: &[u32],
+    ) -> Result<StepListing, SpoolError> {
+        scan(
+            open_dir(root, spool_dir, trusted, chain)?,
+            NODE,
+            trusted,
+            |_| true,
+        )
+    }
+
+    /// `root/var/spool/slurmd -> <link>` and the real spool at
+    /// `root/local/disk/slurmd` with one extern step socket.
+    struct Chain {
+        root: tempfile::TempDir,
+        _listener: UnixListener,
+    }
+
+    impl Chain {
+        fn new(link: &str) -> Chain {
+            let root = spool();
+            let p = root.path();
+            for d in [
+                "var",
+                "var/spool",
+                "local",
+                "local/disk",
+                "local/disk/slurmd",
+            ] {
+                fs::create_dir(p.join(d)).expect("mkdir");
+                fs::set_permissions(p.join(d), fs::Permissions::from_mode(0o755)).expect("chmod");
+            }
+            let listener = socket(&p.join("local/disk/slurmd"), "n1_4.4294967292");
+            symlink(link, p.join("var/spool/slurmd")).expect("symlink");
+            Chain {
+                root,
+                _listener: listener,
+            }
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.root.path().join(rel)
+        }
+
+        fn link(&self) -> PathBuf {
+            self.path("var/spool/slurmd")
+        }
+
+        fn list(&self) -> Result<StepListing, SpoolError> {
+            list_in(self.root.path(), &self.link(), &[me()], &[me()])
+        }
+
+        fn chmod(&self, rel: &str, mode: u32) {
+            fs::set_permissions(self.path(rel), fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+
+        /// The refusal, with the directory it names and why.
+        fn refused(&self) -> (PathBuf, LinkProblem, String) {
+            match self.list() {
+                Err(e @ SpoolError::LinkTarget { .. }) => {
+                    let text = e.to_string();
+                    let SpoolError::LinkTarget {
+                        path, dir, problem, ..
+                    } = e
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!(path, self.link());
+                    (dir, problem, text)
+                }
+                other => panic!("expected a LinkTarget refusal, got {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -510,23 +920,59 @@ mod tests {
     }
 
     #[test]
-    fn spool_dir_must_be_a_real_directory() {
+    fn spool_dir_must_be_a_directory() {
         let dir = spool();
-        let real = dir.path().join("real");
-        fs::create_dir(&real).expect("mkdir");
-        let _l = socket(&real, "n1_1.4294967292");
-        let link = dir.path().join("link");
-        symlink(&real, &link).expect("symlink");
-        assert!(matches!(
-            list_steps(&link, NODE, &[me()]),
-            Err(SpoolError::Symlink { path }) if path == link
-        ));
         let file = dir.path().join("file");
         fs::write(&file, b"").expect("write");
         assert!(matches!(
             list_steps(&file, NODE, &[me()]),
             Err(SpoolError::NotADirectory { path }) if path == file
         ));
+        let link = dir.path().join("link-to-file");
+        symlink("file", &link).expect("symlink");
+        let err = list_in(dir.path(), &link, &[me()], &[me()]).expect_err("link to a file");
+        assert!(
+            matches!(&err, SpoolError::LinkTarget { dir, problem: LinkProblem::Symlink | LinkProblem::NotADirectory, .. } if *dir == file),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_spool_under_sticky_tmp_is_refused_naming_the_parent() {
+        // The real walk from `/`: the tempdir's parent (/tmp, 1777) is
+        // writable by others, so the link is not followed.
+        let dir = spool();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).expect("mkdir");
+        let _l = socket(&real, "n1_1.4294967292");
+        let link = dir.path().join("link");
+        symlink(&real, &link).expect("symlink");
+        let err = list_steps(&link, NODE, &[me()]).expect_err("refused");
+        let SpoolError::LinkTarget {
+            path,
+            target,
+            dir: offending,
+            problem,
+        } = &err
+        else {
+            panic!("not a LinkTarget error: {err}");
+        };
+        assert_eq!((path, target), (&link, &real));
+        assert!(
+            dir.path().starts_with(offending) && offending != dir.path(),
+            "{err}"
+        );
+        assert!(
+            matches!(
+                problem,
+                LinkProblem::Writable { .. } | LinkProblem::NotRootOwned { .. }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&link.display().to_string()), "{text}");
+        assert!(text.contains(&offending.display().to_string()), "{text}");
+        // The directory itself, by its own name, is fine.
         assert_eq!(
             ids(&list_steps(&real, NODE, &[me()]).expect("scan")).len(),
             1
@@ -563,7 +1009,7 @@ mod tests {
 
     #[test]
     fn group_write_is_allowed_only_for_root_group() {
-        let dir = |mode, uid, gid| dir_problem(libc::S_IFDIR | mode, uid, gid, &[0, 64]);
+        let dir = |mode, uid, gid| mode_problem(libc::S_IFDIR | mode, uid, gid, &[0, 64]);
         assert_eq!(dir(0o755, 0, 0), Ok(()));
         assert_eq!(dir(0o775, 0, 0), Ok(()));
         assert_eq!(dir(0o755, 64, 64), Ok(()));
@@ -572,7 +1018,7 @@ mod tests {
         assert_eq!(dir(0o1777, 0, 0), Err(DirProblem::Writable(0o1777)));
         assert_eq!(dir(0o755, 1000, 0), Err(DirProblem::UntrustedOwner(1000)));
         assert_eq!(
-            dir_problem(libc::S_IFREG | 0o755, 0, 0, &[0]),
+            mode_problem(libc::S_IFREG | 0o755, 0, 0, &[0]),
             Err(DirProblem::NotADirectory)
         );
     }
@@ -626,5 +1072,184 @@ mod tests {
             listing.skipped[0].1.to_string(),
             "is owned by uid 65534, neither root nor SlurmUser"
         );
+    }
+
+    #[test]
+    fn a_root_owned_link_with_a_good_chain_is_followed_once() {
+        for link in ["/local/disk/slurmd", "../../local/disk/slurmd"] {
+            let chain = Chain::new(link);
+            let listing = chain.list().expect("followed");
+            assert_eq!(ids(&listing), [(4, EXTERN_STEP_ID, None)], "{link}");
+            // Sockets are named through the configured path.
+            assert_eq!(listing.steps[0].path, chain.link().join("n1_4.4294967292"));
+            let dir = open_dir(chain.root.path(), &chain.link(), &[me()], &[me()])
+                .expect("open")
+                .expect("present");
+            assert_eq!(dir.path, chain.link());
+            let expected = if link.starts_with('/') {
+                chain.path("local/disk/slurmd")
+            } else {
+                chain.path("var/spool").join(link)
+            };
+            assert_eq!(dir.target, Some(expected));
+            // Group write with group root is allowed, as for the spool itself.
+            chain.chmod("local/disk", 0o775);
+            nix::unistd::chown(
+                &chain.path("local/disk"),
+                None,
+                Some(nix::unistd::Gid::from_raw(0)),
+            )
+            .expect("chgrp root");
+            assert!(chain.list().is_ok(), "{link}");
+        }
+    }
+
+    #[test]
+    fn a_writable_directory_on_the_way_refuses_the_link() {
+        for (rel, mode) in [("local", 0o1777), ("local/disk", 0o757), ("", 0o777)] {
+            let chain = Chain::new("/local/disk/slurmd");
+            chain.chmod(rel, mode);
+            let (dir, problem, text) = chain.refused();
+            assert_eq!(dir, chain.path(rel), "{text}");
+            assert_eq!(problem, LinkProblem::Writable { mode }, "{text}");
+            assert!(text.contains(&format!("has mode {mode:04o}")), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_group_writable_directory_of_another_group_refuses_the_link() {
+        let chain = Chain::new("/local/disk/slurmd");
+        chain.chmod("local", 0o775);
+        nix::unistd::chown(
+            &chain.path("local"),
+            None,
+            Some(nix::unistd::Gid::from_raw(65534)),
+        )
+        .expect("chgrp needs root: run cargo test as root");
+        let (dir, problem, _) = chain.refused();
+        assert_eq!(
+            (dir, problem),
+            (chain.path("local"), LinkProblem::Writable { mode: 0o775 })
+        );
+    }
+
+    #[test]
+    fn the_target_itself_follows_the_spool_policy() {
+        let chain = Chain::new("/local/disk/slurmd");
+        chain.chmod("local/disk/slurmd", 0o777);
+        let (dir, problem, _) = chain.refused();
+        assert_eq!(
+            (dir, problem),
+            (
+                chain.path("local/disk/slurmd"),
+                LinkProblem::Writable { mode: 0o777 }
+            )
+        );
+        let untrusted = me().wrapping_add(1);
+        chain.chmod("local/disk/slurmd", 0o755);
+        let err = list_in(chain.root.path(), &chain.link(), &[untrusted], &[me()])
+            .expect_err("untrusted target owner");
+        assert!(
+            matches!(&err, SpoolError::LinkTarget { dir, problem: LinkProblem::UntrustedOwner { uid }, .. }
+                if *dir == chain.path("local/disk/slurmd") && *uid == me()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().ends_with("neither root nor SlurmUser"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn directories_above_the_target_must_be_roots_but_the_target_may_be_slurm_users() {
+        assert_eq!(
+            me(),
+            0,
+            "this test chowns directories to other uids, which needs root: run cargo test as root"
+        );
+        let slurm_user = 64;
+        let chain = Chain::new("/local/disk/slurmd");
+        nix::unistd::chown(
+            &chain.path("local/disk/slurmd"),
+            Some(nix::unistd::Uid::from_raw(slurm_user)),
+            None,
+        )
+        .expect("chown");
+        let listing = list_in(chain.root.path(), &chain.link(), &[0, slurm_user], &[0])
+            .expect("SlurmUser's target");
+        assert_eq!(listing.steps.len(), 1);
+        nix::unistd::chown(
+            &chain.path("local/disk"),
+            Some(nix::unistd::Uid::from_raw(slurm_user)),
+            None,
+        )
+        .expect("chown");
+        let err = list_in(chain.root.path(), &chain.link(), &[0, slurm_user], &[0])
+            .expect_err("SlurmUser's parent");
+        assert!(
+            matches!(&err, SpoolError::LinkTarget { dir, problem: LinkProblem::NotRootOwned { uid }, .. }
+                if *dir == chain.path("local/disk") && *uid == slurm_user),
+            "{err}"
+        );
+        assert!(
+            err.to_string().ends_with("is owned by uid 64, not root"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_second_link_anywhere_is_refused() {
+        // A link in the middle of the target's path.
+        let chain = Chain::new("/mnt/disk/slurmd");
+        fs::create_dir(chain.path("mnt")).expect("mkdir");
+        chain.chmod("mnt", 0o755);
+        symlink("/local/disk", chain.path("mnt/disk")).expect("symlink");
+        let (dir, problem, text) = chain.refused();
+        assert_eq!(
+            (dir, problem),
+            (chain.path("mnt/disk"), LinkProblem::Symlink),
+            "{text}"
+        );
+        // A link to a link.
+        let chain = Chain::new("/second");
+        symlink("/local/disk/slurmd", chain.path("second")).expect("symlink");
+        let (dir, problem, text) = chain.refused();
+        assert_eq!(
+            (dir, problem),
+            (chain.path("second"), LinkProblem::Symlink),
+            "{text}"
+        );
+        assert!(text.contains("only one link is followed"), "{text}");
+    }
+
+    #[test]
+    fn a_link_owned_by_anyone_but_root_is_not_followed() {
+        let chain = Chain::new("/local/disk/slurmd");
+        let untrusted = me().wrapping_add(1);
+        let err = list_in(chain.root.path(), &chain.link(), &[me()], &[untrusted])
+            .expect_err("link owner");
+        assert!(
+            matches!(&err, SpoolError::LinkOwner { path, uid } if *path == chain.link() && *uid == me()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_dangling_link_is_a_missing_spool() {
+        let chain = Chain::new("/local/disk/absent");
+        assert_eq!(chain.list().expect("missing"), StepListing::default());
+        let chain = Chain::new("/nowhere/slurmd");
+        assert!(
+            open_dir(chain.root.path(), &chain.link(), &[me()], &[me()])
+                .expect("missing")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn dot_dot_never_climbs_above_the_root_of_the_walk() {
+        // Like `/..` in the kernel, `..` at the root stays there.
+        let chain = Chain::new("../../../../../local/disk/slurmd");
+        assert_eq!(chain.list().expect("followed").steps.len(), 1);
     }
 }

@@ -6,8 +6,11 @@
 //! taken under DIR, so a copy of a node's files can be reviewed elsewhere.
 //!
 //! Checks are grouped by domain, one file each: `pam` (account and session
-//! stacks), `sshd`, `slurm` (slurm.conf and its hooks), `cgroup` and
-//! `selinux`. They share only `findings`, the collector; this file wires
+//! stacks), `sshd`, `slurm` (slurm.conf and its hooks), `spool`
+//! (SlurmdSpoolDir), `cgroup` and `selinux`. Where the module has a rule
+//! (how config files are opened, what spool directory it accepts), doctor
+//! calls the module's own code rather than a copy of the rule, so the two
+//! cannot disagree. They share only `findings`, the collector; this file wires
 //! them together and nothing imports it back.
 
 mod cgroup;
@@ -15,6 +18,7 @@ mod findings;
 mod pam;
 mod selinux;
 mod slurm;
+mod spool;
 mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -54,13 +58,16 @@ pub fn run(args: &Args) -> Vec<Finding> {
         .nodename
         .clone()
         .or_else(|| module_opts.as_ref().and_then(|o| o.nodename.clone()));
-    let conf = slurm::checks(
+    let loaded = slurm::checks(
         &mut d,
         &conf_path,
         nodename.as_deref(),
         args.hostname.as_deref(),
     );
-    if let Some(conf) = conf {
+    if let Some((conf, node)) = loaded {
+        if let Some(node) = node {
+            spool::check(&mut d, &conf, &node);
+        }
         cgroup::check(&mut d, &conf);
     }
     selinux::check(&mut d);

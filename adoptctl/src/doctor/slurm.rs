@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use slurm_node::conf::{ConfError, SlurmConf};
+use slurm_node::conf::{ConfError, FileRefusal, MAX_FILE_BYTES, NodeEntry, SlurmConf};
 use slurm_node::nodename;
 use slurm_node::pathglob::{self, Wildcards};
 
@@ -16,28 +16,41 @@ use crate::report::Status;
 
 /// Check the node's slurm.conf at `conf_node_path`, for the node named
 /// `nodename` or else the one this host (`hostname`, else the kernel's
-/// name) resolves to; returns the config for the checks that need it.
+/// name) resolves to; returns the config, and the node when it is one,
+/// for the checks that need them.
+///
+/// slurm.conf, its Includes and cgroup.conf are read by the module's own
+/// reader, so a file the module refuses (owner, mode, kind, size, a second
+/// symlink hop) fails here with the fix.
 pub fn checks(
     d: &mut Findings<'_>,
     conf_node_path: &Path,
     nodename: Option<&str>,
     hostname: Option<&str>,
-) -> Option<SlurmConf> {
+) -> Option<(SlurmConf, Option<NodeEntry>)> {
     let path = d.root().host(conf_node_path);
     let conf = match SlurmConf::load(&path) {
         Ok(c) => c,
         Err(e) => {
             let (file, line) = conf_error_place(&e, &path);
+            let fix = match e.refusal() {
+                Some((refused, why)) => refusal_fix(&d.root().shown(refused), why),
+                None => "fix slurm.conf (or conf= on the PAM line)".to_owned(),
+            };
             d.push(
                 "slurm-conf",
                 Status::Fail,
                 Some((file.as_path(), line)),
-                format!("cannot read slurm.conf: {e}"),
-                "fix slurm.conf (or conf= on the PAM line); the module denies every login while it cannot read it",
+                format!(
+                    "cannot read slurm.conf: {}: the module denies every login with reason=node_setup",
+                    d.root().shown_text(&e.to_string())
+                ),
+                fix,
             );
             return None;
         }
     };
+    config_files_ok(d, &conf, &path);
     let place = |key: &str| {
         conf.origin(key)
             .map(|o| (o.file.clone(), Some(o.line)))
@@ -108,8 +121,51 @@ pub fn checks(
     }
 
     hook_checks(d, &conf, &path);
-    node_check(d, &conf, &path, nodename, hostname);
-    Some(conf)
+    let node = node_check(d, &conf, &path, nodename, hostname);
+    Some((conf, node))
+}
+
+/// The files the reader accepted, for the record.
+fn config_files_ok(d: &mut Findings<'_>, conf: &SlurmConf, path: &Path) {
+    let mut included: Vec<&Path> = Vec::new();
+    for s in conf.provenance.iter() {
+        let f = s.origin.file.as_path();
+        if f != path && !included.contains(&f) {
+            included.push(f);
+        }
+    }
+    let cgroup = match &conf.cgroup.path {
+        Some(p) => format!(", {}", d.root().shown(p)),
+        None => String::new(),
+    };
+    d.ok(
+        "slurm-conf",
+        Some((path, None)),
+        format!(
+            "slurm.conf, {} included file(s){cgroup} pass the module's open rules (regular file or /dev/null, root's, not world-writable, at most {MAX_FILE_BYTES} bytes, one symlink hop)",
+            included.len()
+        ),
+    );
+}
+
+/// What makes the reader accept `file` (as the node names it).
+fn refusal_fix(file: &str, why: &FileRefusal) -> String {
+    match why {
+        FileRefusal::LinkOwner { .. } => {
+            format!("chown -h root {file}: the module follows only a root-owned link")
+        }
+        FileRefusal::LinkToLink { .. } => {
+            format!("point the link straight at the file: ln -sfn \"$(readlink -f {file})\" {file}")
+        }
+        FileRefusal::NotRegular { .. } => {
+            format!("make {file} a regular file (the module reads nothing else but /dev/null)")
+        }
+        FileRefusal::Owner { .. } => format!("chown root {file}"),
+        FileRefusal::Writable { .. } => format!("chmod o-w {file}"),
+        FileRefusal::TooLarge { limit, .. } => {
+            format!("shrink {file} below {limit} bytes (split it with Include)")
+        }
+    }
 }
 
 fn conf_error_place(e: &ConfError, path: &Path) -> (PathBuf, Option<usize>) {
@@ -210,7 +266,7 @@ fn node_check(
     path: &Path,
     nodename: Option<&str>,
     hostname: Option<&str>,
-) {
+) -> Option<NodeEntry> {
     let (entry, asked) = match nodename {
         Some(n) => (conf.node(n), format!("node name {n}")),
         None => {
@@ -226,7 +282,7 @@ fn node_check(
                             format!("cannot tell which node this is: {e}"),
                             "give --nodename or --hostname",
                         );
-                        return;
+                        return None;
                     }
                 },
             };
@@ -244,14 +300,20 @@ fn node_check(
                 "login-node",
                 Some((file, line)),
                 format!("{asked} is compute node {} in slurm.conf", n.name),
-            )
+            );
+            Some(n.clone())
         }
-        None => d.push(
-            "login-node",
-            Status::Fail,
-            Some((path, None)),
-            format!("{asked} is not a compute node in slurm.conf; pam_adopt would deny everyone"),
-            "do not enable the module on login nodes; on a compute node add nodename=<NodeName> to the PAM line",
-        ),
+        None => {
+            d.push(
+                "login-node",
+                Status::Fail,
+                Some((path, None)),
+                format!(
+                    "{asked} is not a compute node in slurm.conf; pam_adopt would deny everyone"
+                ),
+                "do not enable the module on login nodes; on a compute node add nodename=<NodeName> to the PAM line",
+            );
+            None
+        }
     }
 }

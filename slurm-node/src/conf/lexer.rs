@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::error::{ConfError, MAX_INCLUDE_DEPTH};
+use super::error::{ConfError, FileRefusal, MAX_INCLUDE_DEPTH};
 use super::provenance::{Origin, Provenance, Setting};
 use crate::pathglob::{self, Wildcards};
 
@@ -26,14 +26,11 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// - owned by root or by the reader itself, and not writable by others;
 /// - at most [`MAX_FILE_BYTES`].
 pub(super) fn read_text(path: &Path) -> io::Result<String> {
-    let file = match open_no_follow(path) {
+    let (file, via) = match open_no_follow(path) {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             let link = fs::symlink_metadata(path)?;
             if !trusted_owner(link.uid()) {
-                return Err(refused(format!(
-                    "a symbolic link owned by uid {}, neither root nor the reader",
-                    link.uid()
-                )));
+                return Err(FileRefusal::LinkOwner { uid: link.uid() }.into_io());
             }
             // One hop only: the target is opened O_NOFOLLOW too, so a
             // chain of links ends here with ELOOP.
@@ -42,45 +39,49 @@ pub(super) fn read_text(path: &Path) -> io::Result<String> {
                 Some(dir) if target.is_relative() => dir.join(target),
                 _ => target,
             };
-            open_no_follow(&target).map_err(|e| {
+            let file = open_no_follow(&target).map_err(|e| {
                 if e.raw_os_error() == Some(libc::ELOOP) {
-                    refused(format!(
-                        "a symbolic link to another link ({}); point it at the file",
-                        target.display()
-                    ))
+                    FileRefusal::LinkToLink {
+                        target: target.clone(),
+                    }
+                    .into_io()
                 } else {
                     e
                 }
-            })?
+            })?;
+            (file, Some(target))
         }
-        other => other?,
+        other => (other?, None),
     };
     let meta = file.metadata()?;
     if meta.file_type().is_char_device() && meta.rdev() == DEV_NULL {
         return Ok(String::new());
     }
     if !meta.is_file() {
-        return Err(refused("not a regular file".to_owned()));
+        return Err(FileRefusal::NotRegular { via }.into_io());
     }
     if !trusted_owner(meta.uid()) {
-        return Err(refused(format!(
-            "owned by uid {}, neither root nor the reader",
-            meta.uid()
-        )));
+        return Err(FileRefusal::Owner {
+            uid: meta.uid(),
+            via,
+        }
+        .into_io());
     }
     if meta.mode() & 0o002 != 0 {
-        return Err(refused(format!(
-            "mode {:04o}: writable by others",
-            meta.mode() & 0o7777
-        )));
+        return Err(FileRefusal::Writable {
+            mode: meta.mode() & 0o7777,
+            via,
+        }
+        .into_io());
     }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes"),
-        ));
+        return Err(FileRefusal::TooLarge {
+            limit: MAX_FILE_BYTES,
+            via,
+        }
+        .into_io());
     }
     // Slurm reads bytes; a stray Latin-1 byte in a comment must not make the
     // whole file unreadable.
@@ -99,10 +100,6 @@ fn open_no_follow(path: &Path) -> io::Result<fs::File> {
 
 fn trusted_owner(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
-}
-
-fn refused(why: String) -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, why)
 }
 
 /// C's isspace() in the C locale, which Slurm's parser uses; Rust's ASCII

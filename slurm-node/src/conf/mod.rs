@@ -32,7 +32,7 @@ mod values;
 mod tests;
 
 pub use cgroup::{CgroupConf, DEFAULT_CGROUP_MOUNTPOINT};
-pub use error::{ConfError, MAX_INCLUDE_DEPTH};
+pub use error::{ConfError, FileRefusal, MAX_INCLUDE_DEPTH};
 pub use lexer::MAX_FILE_BYTES;
 pub use nodes::{MAX_NODES, NodeEntry};
 pub use provenance::{Origin, Provenance, Setting};

@@ -707,6 +707,49 @@ mod opened_safely {
     }
 
     #[test]
+    fn a_refusal_is_typed_and_names_the_file_to_fix() {
+        let dir = TempDir::new().unwrap();
+        let real = write(dir.path(), "shared/slurm.conf", "NodeName=c1 CPUs=1\n");
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o646)).unwrap();
+        let link = dir.path().join("slurm.conf");
+        symlink(&real, &link).unwrap();
+        let err = SlurmConf::load(&link).unwrap_err();
+        let (file, refusal) = err.refusal().expect("a refusal");
+        assert_eq!(file, real.as_path(), "the link's target is the file to fix");
+        assert_eq!(
+            refusal,
+            &FileRefusal::Writable {
+                mode: 0o646,
+                via: Some(real.clone())
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("its target {} is mode 0646", real.display())),
+            "{text}"
+        );
+        // Through an Include, the included file is the one named.
+        let top = write(
+            dir.path(),
+            "top.conf",
+            &format!("Include {}\n", real.display()),
+        );
+        let err = SlurmConf::load(&top).unwrap_err();
+        let (file, refusal) = err.refusal().expect("a refusal");
+        assert_eq!(file, real.as_path());
+        assert!(matches!(refusal, FileRefusal::Writable { via: None, .. }));
+        // A missing file or a syntax error is no refusal.
+        assert!(
+            SlurmConf::load(&dir.path().join("absent"))
+                .unwrap_err()
+                .refusal()
+                .is_none()
+        );
+        let bad = write(dir.path(), "bad.conf", "what\n");
+        assert!(SlurmConf::load(&bad).unwrap_err().refusal().is_none());
+    }
+
+    #[test]
     fn a_hostile_line_cannot_push_the_file_and_line_out_of_the_message() {
         let dir = TempDir::new().unwrap();
         let long = format!("SlurmdPort={}\n", "9\n".replace('\n', "x").repeat(5000));
