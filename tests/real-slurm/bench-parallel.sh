@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Benchmark (figures; pass/fail on correctness only): a burst of concurrent
+# ssh logins by a user with two jobs, over TCP to 127.0.0.1 so the callerid
+# RPC runs for every login, once with our pam_adopt.so and once with
+# Debian's pam_slurm_adopt.so on the same node, rounds interleaved. Prints,
+# per module, the wall time of each batch and the per-login (whole ssh)
+# p50/p99, and for ours the module's own time (the decision line's usec=).
+#
+# Correctness, asserted for every login: ours lands in the newest job and
+# writes `decision=adopt job=<newest> reason=newest_job callerid=not_found`
+# (read from auth.log after a mark); Debian's lands in one of the user's
+# two jobs (its "newest" pick is arbitrary on Debian's build) and logs an
+# adoption. Speed is printed, never asserted.
+#
+#   BENCH_PARALLEL_N         logins per batch (default 50)
+#   BENCH_PARALLEL_ROUNDS    batches per module (default 3)
+#   BENCH_PARALLEL_BASELINE  optional: another build's libpam_adopt.so
+#                            (e.g. main before a change), benched as a third
+#                            module, "baseline", with the same assertions
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/real-slurm/lib.sh
+source "$here/lib.sh"
+
+n=${BENCH_PARALLEL_N:-50}
+rounds=${BENCH_PARALLEL_ROUNDS:-3}
+baseline_so=${BENCH_PARALLEL_BASELINE:-}
+port=2240
+user=adopt-alice
+ours=/usr/local/lib/slurm-adopt-tests/pam_adopt.so
+install -D -m 0644 "$repo/target/release/libpam_adopt.so" "$ours"
+theirs=$(debian_module_path)
+modules=(ours theirs)
+if [[ -n $baseline_so ]]; then
+    # Same file name as ours: the module names its log lines after it.
+    baseline=/usr/local/lib/slurm-adopt-tests/baseline/pam_adopt.so
+    install -D -m 0644 "$baseline_so" "$baseline"
+    modules+=(baseline)
+fi
+work=$(mktemp -d /tmp/slurm-adopt-bench-parallel.XXXXXX)
+trap 'stop_test_sshd $port || true; cancel_all_test_jobs || true; rm -rf "$work"' EXIT
+
+# sshd drops unauthenticated connections beyond MaxStartups (10 by
+# default): a burst of N must all get in.
+export ADOPT_SSHD_EXTRA_CONFIG="MaxStartups $((n * 4))
+MaxSessions $((n * 4))"
+
+label_of() {
+    case $1 in
+        ours) echo pam_adopt ;;
+        theirs) echo pam_slurm_adopt ;;
+        baseline) echo "pam_adopt(baseline)" ;;
+    esac
+}
+
+stack() {
+    local file=$work/account-$1
+    case $1 in
+        ours) printf 'account required pam_unix.so\naccount required %s\n' "$ours" ;;
+        baseline) printf 'account required pam_unix.so\naccount required %s\n' "$baseline" ;;
+        theirs) printf 'account required pam_unix.so\naccount required %s action_adopt_failure=deny action_generic_failure=deny\n' "$theirs" ;;
+    esac >"$file"
+    echo "$file"
+}
+
+cancel_all_test_jobs
+j1=$(submit_job "$user")
+wait_job_running "$j1"
+sleep 1.1 # distinct extern-step start times, so "newest" is well defined
+j2=$(submit_job "$user")
+wait_job_running "$j2"
+echo "$user has jobs $j1 and $j2 (newest: $j2); $n concurrent logins per batch, $rounds batches per module"
+
+now_ns() { date +%s%N; }
+
+# one_login DIR I: one ssh, writing "ms job" to DIR/I (job empty if denied).
+one_login() {
+    local t0 t1 got
+    t0=$(now_ns)
+    got=$(ssh_as "$user" "$port" 'grep -o "job_[0-9]*/step_extern" /proc/self/cgroup | head -n1' 2>"$1/$2.err" </dev/null |
+        sed -n 's|^job_\([0-9]*\)/step_extern$|\1|p' | head -n1) || true
+    t1=$(now_ns)
+    echo "$(((t1 - t0) / 1000000)) $got" >"$1/$2"
+}
+
+# percentile P FILE: the P-th percentile (nearest rank) of FILE's numbers.
+percentile() {
+    sort -n "$2" | awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } i = int((p * NR + 99) / 100); if (i < 1) i = 1; print v[i] }'
+}
+
+batch() {
+    local m=$1 round=$2 dir mark t0 t1 i ms got bad=0 lines
+    dir=$work/$m-$round
+    mkdir -p "$dir"
+    mark=$(log_mark /var/log/auth.log)
+    t0=$(now_ns)
+    for ((i = 0; i < n; i++)); do one_login "$dir" "$i" & done
+    wait
+    t1=$(now_ns)
+    echo "$(((t1 - t0) / 1000000))" >>"$work/$m.wall"
+    for ((i = 0; i < n; i++)); do
+        read -r ms got <"$dir/$i" || true
+        echo "$ms" >>"$work/$m.login"
+        case $m in
+            ours | baseline) [[ $got == "$j2" ]] || bad=$((bad + 1)) ;;
+            theirs) [[ $got == "$j1" || $got == "$j2" ]] || bad=$((bad + 1)) ;;
+        esac
+    done
+    check "$(label_of "$m") round $round: all $n logins landed in $([[ $m == theirs ]] && echo "one of jobs $j1/$j2" || echo "job $j2") ($bad did not)" test "$bad" -eq 0
+    if [[ $m == theirs ]]; then
+        wait_until 5 _enough_lines "$mark" "pam_slurm_adopt\[[0-9]+\]: Process [0-9]+ adopted into job ($j1|$j2)$" || true
+        lines=$(log_since /var/log/auth.log "$mark" | grep -cE "pam_slurm_adopt\[[0-9]+\]: Process [0-9]+ adopted into job ($j1|$j2)$" || true)
+    else
+        local line="pam_adopt\(sshd:account\): user=$user .* decision=adopt job=$j2 reason=newest_job callerid=not_found usec=[0-9]+"
+        wait_until 5 _enough_lines "$mark" "$line" || true
+        { log_since /var/log/auth.log "$mark" | grep -E "$line" || true; } |
+            sed -nE 's/.* usec=([0-9]+).*/\1/p' >>"$work/$m.usec"
+        lines=$(log_since /var/log/auth.log "$mark" | grep -cE "$line" || true)
+    fi
+    check "$(label_of "$m") round $round: $n adoption lines in auth.log after the mark (found $lines)" test "$lines" -eq "$n"
+    printf '  %-22s round %d: batch of %d in %6d ms\n' "$(label_of "$m")" "$round" "$n" "$(((t1 - t0) / 1000000))"
+}
+_enough_lines() {
+    local c
+    c=$(log_since /var/log/auth.log "$1" | grep -cE "$2" || true)
+    ((c >= n))
+}
+
+for ((round = 1; round <= rounds; round++)); do
+    for m in "${modules[@]}"; do
+        start_test_sshd "$port" "$(stack "$m")"
+        # One warm-up login outside the figures: the module loads, and
+        # sshd and the stepds are past their first connection.
+        ssh_as "$user" "$port" true </dev/null 2>/dev/null || true
+        batch "$m" "$round"
+        stop_test_sshd "$port"
+        # The stepds' watcher threads for the batch's sshd processes end
+        # shortly after those exit.
+        sleep 1
+    done
+done
+
+echo
+echo "$n concurrent multi-job logins (callerid runs), $rounds batches each:"
+printf '%-22s %10s %10s %14s %14s %14s\n' module batch_p50 batch_max login_p50_ms login_p99_ms module_p50_us
+for m in "${modules[@]}"; do
+    usec=-
+    [[ -s $work/$m.usec ]] && usec="$(percentile 50 "$work/$m.usec") (p99 $(percentile 99 "$work/$m.usec"))"
+    printf '%-22s %8s ms %8s ms %14s %14s %14s\n' "$(label_of "$m")" \
+        "$(percentile 50 "$work/$m.wall")" "$(percentile 100 "$work/$m.wall")" \
+        "$(percentile 50 "$work/$m.login")" "$(percentile 99 "$work/$m.login")" "$usec"
+done
+echo
+summary
