@@ -12,8 +12,18 @@
 # two jobs (its "newest" pick is arbitrary on Debian's build) and logs an
 # adoption. Speed is printed, never asserted.
 #
+# A second part times the modules without sshd's key exchanges, which
+# dominate a burst of ssh logins on a small node: N pam-probe processes at
+# once, each holding a TCP connection (to the test sshd's port, so the
+# callerid RPC runs and finds no job) through BENCH_PARALLEL_TX full PAM
+# transactions; every transaction must succeed. Before both, one login
+# with log_level=debug checks that our module found the connection from
+# its socket fds, not from the /proc/net tables.
+#
 #   BENCH_PARALLEL_N         logins per batch (default 50)
 #   BENCH_PARALLEL_ROUNDS    batches per module (default 3)
+#   BENCH_PARALLEL_TX        PAM transactions per probe process in the
+#                            module-only part (default 4)
 #   BENCH_PARALLEL_BASELINE  optional: another build's libpam_adopt.so
 #                            (e.g. main before a change), benched as a third
 #                            module, "baseline", with the same assertions
@@ -25,6 +35,8 @@ repo=$(cd "$here/../.." && pwd)
 source "$here/lib.sh"
 
 n=${BENCH_PARALLEL_N:-50}
+tx=${BENCH_PARALLEL_TX:-4}
+probe=$repo/target/release/pam-probe
 rounds=${BENCH_PARALLEL_ROUNDS:-3}
 baseline_so=${BENCH_PARALLEL_BASELINE:-}
 port=2240
@@ -128,6 +140,14 @@ _enough_lines() {
     ((c >= n))
 }
 
+printf 'account required pam_unix.so\naccount required %s log_level=debug\n' "$ours" >"$work/account-debug"
+start_test_sshd "$port" "$work/account-debug"
+mark=$(log_mark /var/log/auth.log)
+ssh_as "$user" "$port" true </dev/null 2>/dev/null || true
+check "pam_adopt: inside sshd the connection comes from the socket fds" \
+    log_has /var/log/auth.log "$mark" "pam_adopt\(sshd:account\): callerid: connection found from the process's socket fds" 5
+stop_test_sshd "$port"
+
 for ((round = 1; round <= rounds; round++)); do
     for m in "${modules[@]}"; do
         start_test_sshd "$port" "$(stack "$m")"
@@ -151,6 +171,53 @@ for m in "${modules[@]}"; do
     printf '%-22s %8s ms %8s ms %14s %14s %14s\n' "$(label_of "$m")" \
         "$(percentile 50 "$work/$m.wall")" "$(percentile 100 "$work/$m.wall")" \
         "$(percentile 50 "$work/$m.login")" "$(percentile 99 "$work/$m.login")" "$usec"
+done
+
+# ---- the module alone: N PAM applications at once, no sshd
+probe_batch() {
+    local m=$1 dir=$work/probe-$m i t0 t1 rc bad=0 mark lines
+    mkdir -p "$dir/conf"
+    sed 's/^account required pam_unix.so$//' "$(stack "$m")" >"$dir/conf/sshd"
+    mark=$(log_mark /var/log/auth.log)
+    t0=$(now_ns)
+    for ((i = 0; i < n; i++)); do
+        "$probe" --confdir "$dir/conf" --tcp-to "127.0.0.1:$port" --rhost 127.0.0.1 sshd "$user" bench "$tx" >"$dir/$i" 2>&1 &
+    done
+    wait
+    t1=$(now_ns)
+    for ((i = 0; i < n; i++)); do
+        rc=$(sed -n 's/.*rc=\([0-9]*\).*/\1/p' "$dir/$i" | tail -n1)
+        [[ $rc == 0 ]] || bad=$((bad + 1))
+        sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' "$dir/$i" >>"$work/probe-$m.p50"
+        sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' "$dir/$i" >>"$work/probe-$m.p99"
+    done
+    check "$(label_of "$m") module only: all $n probes got PAM_SUCCESS on all $tx transactions ($bad did not)" test "$bad" -eq 0
+    if [[ $m != theirs ]]; then
+        local line="pam_adopt\(sshd:account\): user=$user .* decision=adopt job=$j2 reason=newest_job callerid=not_found usec=[0-9]+"
+        local want=$((n * (tx + 1))) # pam-probe adds one warm-up transaction
+        wait_until 5 _enough_probe_lines "$mark" "$line" "$want" || true
+        lines=$(log_since /var/log/auth.log "$mark" | grep -cE "$line" || true)
+        check "$(label_of "$m") module only: $want callerid decision lines after the mark (found $lines)" test "$lines" -eq "$want"
+    fi
+    echo "$(((t1 - t0) / 1000000))" >"$work/probe-$m.wall"
+    sleep 2 # the stepds' watcher threads for the probes end after they exit
+}
+_enough_probe_lines() {
+    local c
+    c=$(log_since /var/log/auth.log "$1" | grep -cE "$2" || true)
+    ((c >= $3))
+}
+
+start_test_sshd "$port" "$(stack ours)" # only a TCP peer for the probes
+for m in "${modules[@]}"; do probe_batch "$m"; done
+stop_test_sshd "$port"
+
+echo
+echo "module only: $n pam-probe processes at once, $tx transactions each, a TCP connection held (callerid runs):"
+printf '%-22s %10s %18s %18s\n' module wall median_p50_us max_p99_us
+for m in "${modules[@]}"; do
+    printf '%-22s %7s ms %18s %18s\n' "$(label_of "$m")" "$(cat "$work/probe-$m.wall")" \
+        "$(percentile 50 "$work/probe-$m.p50")" "$(percentile 100 "$work/probe-$m.p99")"
 done
 echo
 summary
