@@ -2,7 +2,6 @@
 //! which job owns the client's end of this TCP connection.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Instant;
 
 use slurm_node::netinfo::{self, Connection};
@@ -28,6 +27,8 @@ pub struct Lookup {
     pub connection: Option<Connection>,
     pub slurmd: Option<SocketAddr>,
     pub error: Option<String>,
+    /// How the connection was found, when this process's own was looked up.
+    pub found_via: Option<String>,
 }
 
 impl Lookup {
@@ -38,6 +39,7 @@ impl Lookup {
             connection: None,
             slurmd: None,
             error: None,
+            found_via: None,
         }
     }
 
@@ -50,6 +52,7 @@ impl Lookup {
                 .as_ref()
                 .map(|c| format!("{} port {}", c.remote.ip(), c.remote.port())),
             error: self.error.clone(),
+            found_via: self.found_via.clone(),
         }
     }
 }
@@ -70,19 +73,30 @@ pub fn versions_from(local: Option<u32>) -> Vec<u16> {
 
 /// Find this process's TCP connection and ask its source's slurmd.
 pub fn lookup(view: &NodeView, local_version: Option<u32>, deadline: Instant) -> Lookup {
-    let connection = match netinfo::own_connection(Path::new("/proc"), "self") {
+    let (found, via) = netinfo::caller_connection();
+    let found_via = Some(via.to_string());
+    let connection = match found {
         Ok(Some(c)) => c.canonical(),
-        Ok(None) => return Lookup::no_socket(),
+        Ok(None) => {
+            return Lookup {
+                found_via,
+                ..Lookup::no_socket()
+            };
+        }
         Err(e) => {
             return Lookup {
                 answer: CallerId::Failed,
                 connection: None,
                 slurmd: None,
                 error: Some(e.to_string()),
+                found_via,
             };
         }
     };
-    ask(view, connection, local_version, deadline)
+    Lookup {
+        found_via,
+        ..ask(view, connection, local_version, deadline)
+    }
 }
 
 /// Ask the slurmd at the connection's remote address (on this cluster's
@@ -120,6 +134,7 @@ pub fn ask(
         connection: Some(connection),
         slurmd: Some(slurmd),
         error,
+        found_via: None,
     }
 }
 

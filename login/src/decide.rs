@@ -66,6 +66,9 @@ pub struct CallerIdLookup {
     /// The client end, as "ADDR port N", when there was a TCP connection.
     pub from: Option<String>,
     pub error: Option<String>,
+    /// How this process's connection was found (its socket fds, or the
+    /// `/proc/net` tables and why), for a debug line.
+    pub found_via: Option<String>,
 }
 
 /// Every I/O step of a login. Each call is bounded by the deadline it is
@@ -312,6 +315,13 @@ fn adopt(
 }
 
 fn log_callerid(out: &mut Outcome, user: &str, lookup: &CallerIdLookup) {
+    if let Some(via) = &lookup.found_via {
+        log(
+            out,
+            Priority::Debug,
+            format!("callerid: connection found from {via}"),
+        );
+    }
     if let Some(e) = &lookup.error {
         log(out, Priority::Err, format!("callerid RPC failed: {e}"));
     }

@@ -1,6 +1,14 @@
-//! The PAM caller's own TCP connection, found the way Slurm's
-//! `callerid_get_own_netinfo` finds it: socket inodes from
-//! `<proc>/<pid>/fd`, looked up in `<proc>/<pid>/net/tcp` and `tcp6`.
+//! The PAM caller's own TCP connection.
+//!
+//! [`caller_connection`] asks the process's own sockets first
+//! ([`fds`]: `getsockname`/`getpeername`, confirmed by one `sock_diag`
+//! lookup each), which costs the same however many connections the node
+//! has. When that path cannot be sure, it falls back to
+//! [`own_connection`], which finds the connection the way Slurm's
+//! `callerid_get_own_netinfo` does: socket inodes from `<proc>/<pid>/fd`,
+//! looked up in `<proc>/<pid>/net/tcp` and `tcp6`, tables of every TCP
+//! socket in the namespace. Both apply one rule (the lowest fd that is an
+//! ESTABLISHED TCP socket), so they pick the same connection.
 //!
 //! The tables are read through the process's own `net` directory rather
 //! than `/proc/net` so the lookup happens in the caller's network namespace
@@ -95,6 +103,50 @@ pub enum NetinfoError {
     Table { path: PathBuf, source: io::Error },
     #[error("TCP table {path} is larger than {limit} bytes")]
     TableTooLarge { path: PathBuf, limit: u64 },
+}
+
+pub mod fds;
+
+/// Which path [`caller_connection`] took, for a debug line.
+#[derive(Debug)]
+pub enum Via {
+    /// The process's own socket fds.
+    SocketFds,
+    /// The `/proc/self/net` tables, because the fd path could not be sure.
+    ProcNetTables { why: fds::Unsure },
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::SocketFds => f.write_str("the process's socket fds"),
+            Via::ProcNetTables { why } => {
+                write!(
+                    f,
+                    "/proc/self/net/tcp and tcp6 (the fd path was unsure: {why})"
+                )
+            }
+        }
+    }
+}
+
+/// This process's TCP connection (the lowest fd that is an ESTABLISHED
+/// TCP socket), from its own socket fds, or from the `/proc/self/net`
+/// tables when the fds cannot settle it; `via` says which.
+///
+/// Always this process: the module runs inside the sshd process that holds
+/// the client's socket, and another process's fds cannot be asked for
+/// their names. For another pid, use [`own_connection`].
+pub fn caller_connection() -> (Result<Option<Connection>, NetinfoError>, Via) {
+    let fd_dir = Path::new("/proc/self/fd");
+    let from_fds = fds::open_fds(fd_dir).and_then(|open| fds::connection_among(fd_dir, &open));
+    match from_fds {
+        Ok(found) => (Ok(found), Via::SocketFds),
+        Err(why) => (
+            own_connection(Path::new("/proc"), "self"),
+            Via::ProcNetTables { why },
+        ),
+    }
 }
 
 /// The TCP connection of process `pid` (`"self"` or a decimal pid) under
@@ -904,6 +956,11 @@ mod tests {
             fd_inode(&server)
         };
         assert_eq!(found.inode, expected_inode);
+
+        // The fd path picks the very same connection, and is sure of it.
+        let (from_fds, via) = caller_connection();
+        assert!(matches!(via, Via::SocketFds), "{via}");
+        assert_eq!(from_fds.expect("fd path").as_ref(), Some(&found));
     }
 
     fn fd_inode(stream: &TcpStream) -> u64 {

@@ -119,6 +119,8 @@ _port_listening() { [[ -n $(ss -ltnH "( sport = :$1 )" 2>/dev/null) ]]; }
 # as long as the daemon and every session it forks. The environment of the
 # caller (e.g. SLURM_CONF=...) is passed on to sshd and so to the modules.
 # sshd's own log: $ADOPT_RUNDIR/sshd-PORT/sshd.log (modules still syslog).
+# ADOPT_SSHD_EXTRA_CONFIG: more sshd_config lines (e.g. MaxStartups for a
+# burst of logins).
 start_test_sshd() {
     local port=$1 account=$2 session=${3:-} dir
     [[ -r $account ]] || { echo "start_test_sshd: cannot read $account" >&2; return 1; }
@@ -160,6 +162,7 @@ UseDNS no
 PrintMotd no
 PrintLastLog no
 X11Forwarding no
+${ADOPT_SSHD_EXTRA_CONFIG:-}
 EOF
     # A fixed alias for the host key: the client checks it strictly and
     # prints no "Permanently added" warning.

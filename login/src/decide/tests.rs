@@ -75,6 +75,7 @@ impl NodeOps for FakeNode {
             answer: self.callerid.clone(),
             from: Some("10.0.0.9 port 40000".to_owned()),
             error: (self.callerid == CallerId::Failed).then(|| "fake: timed out".to_owned()),
+            found_via: None,
         }
     }
 
