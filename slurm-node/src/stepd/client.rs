@@ -58,6 +58,19 @@ impl StepdClient {
         Ok(client)
     }
 
+    /// Do the version handshake on a stream already connected to a stepd,
+    /// named `path` in errors: for the fuzz target and tests, which play
+    /// the stepd on the other end of a socketpair.
+    pub fn over_stream(
+        stream: UnixStream,
+        path: PathBuf,
+        deadline: Instant,
+    ) -> Result<Self, StepdError> {
+        let mut client = StepdClient::in_step(stream, path, deadline, 0);
+        client.handshake()?;
+        Ok(client)
+    }
+
     /// A connection whose handshake is done (by the scan), at a request
     /// boundary.
     pub(crate) fn in_step(
