@@ -1222,10 +1222,15 @@ struct HostileCase {
     waits: Waits,
 }
 
-const HOSTILE_TIMEOUT_MS: u64 = 1000;
+/// Long enough that a wait left to a socket timeout (the kernel's timer
+/// wheel) may end far past it (256 ms slots at HZ=250, 80 ms at HZ=100,
+/// 64 ms at HZ=1000): a regression to that shows past
+/// [`OVERSHOOT_ALLOWANCE`].
+const HOSTILE_TIMEOUT_MS: u64 = 2100;
 /// What the module may take past the deadline it waited out: to notice
-/// it passed, log and return. The issue's "a few ms".
-const OVERSHOOT_ALLOWANCE: Duration = Duration::from_millis(10);
+/// it passed, log and return (a few ms, measured ~1-3), with room for a
+/// test host busy building.
+const OVERSHOOT_ALLOWANCE: Duration = Duration::from_millis(25);
 
 /// Issue 12's hostile-peer suite, under pam_wrapper: for each way a stepd
 /// can misbehave, the module's decision and reason (from its decision
