@@ -1298,7 +1298,7 @@ fn hostile_stepds_end_in_their_decision_in_time_without_leaking_fds() {
         "{:<36} {:<8} {:<18} {:>9} {:>10} {:>9}",
         "case", "decision", "reason", "usec", "overshoot", "wall_ms"
     );
-    for c in &cases {
+    let login = |c: &HostileCase| {
         let mut step = FakeStep::extern_step(31, USER_UID);
         step.fault = c.fault.clone();
         step.protocol_version = c.version;
@@ -1310,16 +1310,36 @@ fn hostile_stepds_end_in_their_decision_in_time_without_leaking_fds() {
         );
         let p = node.probe_env("sshd", USER, &[LOG_TO_STDERR]);
         drop(shim);
-        let Some(line) = p.decision_line() else {
-            failures.push(format!("{}: no decision line in {}", c.name, p.stderr));
-            continue;
-        };
-        let usec = Duration::from_micros(line.usec);
+        p
+    };
+    for c in &cases {
         let waited = match c.waits {
             Waits::Nothing => None,
             Waits::Scan => Some(timeout / 2),
             Waits::Login => Some(timeout),
         };
+        let mut p = login(c);
+        let late = |p: &Probe| {
+            waited
+                .zip(p.decision_line())
+                .is_some_and(|(w, line)| Duration::from_micros(line.usec) > w + OVERSHOOT_ALLOWANCE)
+        };
+        if late(&p) {
+            // Once more: a host busy building can keep a woken process
+            // off the CPU for tens of ms; a wait that ends late by
+            // design ends late every time.
+            println!(
+                "{}: late once, asked again: {:?}",
+                c.name,
+                p.decision_line()
+            );
+            p = login(c);
+        }
+        let Some(line) = p.decision_line() else {
+            failures.push(format!("{}: no decision line in {}", c.name, p.stderr));
+            continue;
+        };
+        let usec = Duration::from_micros(line.usec);
         let overshoot = waited.map_or_else(
             || "-".to_owned(),
             |w| format!("{:+.1}ms", (usec.as_secs_f64() - w.as_secs_f64()) * 1e3),
