@@ -95,3 +95,34 @@ TCP6 = (
 )
 write("proc_net", "tcp", TCP)
 write("proc_net", "tcp6", TCP6)
+
+
+# The socket path's framing: a header byte per chunk of 1..16 bytes (low 4
+# bits: length - 1; bits 4-6: descriptors on the chunk; bit 7: kind order,
+# 0 = nsfs first, 1 = pipe first).
+def chunks(*parts):
+    out = b""
+    for data, fds, pipe_first in parts:
+        assert 1 <= len(data) <= 16 and 0 <= fds <= 7
+        out += bytes([(len(data) - 1) | (fds << 4) | (0x80 if pipe_first else 0)]) + data
+    return out
+
+# 22.05: RUNNING, uid 1001, no X11, GET_NS_FD names fd 5 and its carrier
+# byte brings one nsfs descriptor, ADD_EXTERN_PID rc 0.
+write("stepd_reply", "socket-2205-nsfd", chunks(
+    (i32(0x2600) + i32(2) + i32(1001), 0, False),
+    (i32(0) + i32(0) + i32(5), 0, False),
+    (b"\0", 1, False),
+    (i32(0), 0, False)))
+# 25.11: GET_NS_FDS count 1 (MNT); the carrier brings three descriptors.
+write("stepd_reply", "socket-2511-extra-fds", chunks(
+    (i32(0x2C00) + i32(2) + i32(1001), 0, False),
+    (i32(0) + i32(0) + i32(1) + i32(0x00020000), 0, False),
+    (b"\0", 3, True),
+    (i32(0), 0, False)))
+# Descriptors riding on plain data bytes, and six on one carrier: more than
+# the client's control buffer holds (MSG_CTRUNC).
+write("stepd_reply", "socket-2205-ctrunc", chunks(
+    (i32(0x2600) + i32(2), 2, False),
+    (i32(1001) + i32(0) + i32(0) + i32(5), 0, False),
+    (b"\0", 6, True)))

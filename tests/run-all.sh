@@ -68,6 +68,10 @@ tier2_reasons() {
     tests/real-slurm/reasons.sh 2>&1 | tee "$log_dir/real-slurm-reasons.log"
 }
 
+tier2_hostile() {
+    tests/real-slurm/hostile.sh 2>&1 | tee "$log_dir/real-slurm-hostile.log"
+}
+
 tier2_hooks() {
     tests/real-slurm/hooks.sh 2>&1 | tee "$log_dir/real-slurm-hooks.log"
 }
@@ -86,6 +90,7 @@ stage "tier 2: release build" cargo build --release --quiet --workspace
 stage "tier 2: ssh logins through the real PAM stack" tier2_logins
 stage "tier 2: several jobs per user, callerid RPC" tier2_multi_job
 stage "tier 2: every reason code in a real log line, adoptctl check agreeing" tier2_reasons
+stage "tier 2: hostile stepds, stopped munged and slurmd, within timeout_ms" tier2_hostile
 stage "tier 2: Prolog, Epilog and TaskProlog hooks" tier2_hooks
 stage "tier 2: Debian package: build, lintian, dpkg -i, doctor, logins, purge" tier2_package
 stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh

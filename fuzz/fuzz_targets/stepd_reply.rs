@@ -10,6 +10,14 @@
 //!   of the input is its carrier message: odd means a descriptor came with
 //!   it, even means none did (the client then fails, as on a real socket).
 //! * the scan's: the per-connection `UidExchange` (handshake, then the uid).
+//! * the real client's, over a socketpair: the input is cut into chunks,
+//!   each sent as one message, and a chunk's header byte may attach 0 to 7
+//!   descriptors to it with SCM_RIGHTS (an nsfs file of our own mount
+//!   namespace, /dev/null, a pipe's read end), so descriptors arrive where
+//!   the client wants one, on bytes it reads as data, more than asked and
+//!   more than its control buffer holds (MSG_CTRUNC). `StepdClient` asks
+//!   the login's requests on it; afterwards the process must hold exactly
+//!   the descriptors it held before: every received one closed.
 //!
 //! Each path runs with the bytes handed over in chunks of 1, 3 and as many
 //! as the decoder wants; a decoder must give the same answers whatever the
@@ -18,7 +26,15 @@
 
 #![no_main]
 
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
 use libfuzzer_sys::fuzz_target;
+use nix::sys::socket::{self, ControlMessage, MsgFlags, UnixAddr};
+use slurm_node::stepd::StepdClient;
 use slurm_node::stepd::decode::{
     AddExternPidReply, HandshakeReply, Layout, NsFdReply, NsFdsReply, ReplyDecoder, StateReply,
     StepUidReply, UidExchange, Want, X11Reply,
@@ -119,8 +135,12 @@ fn client_path(data: &[u8], chunk: usize) -> Vec<String> {
     let Ok(version) = version else {
         return log;
     };
-    let _ = record(&mut log, s.reply(StateReply { stepd_version: version }))
-        && record(&mut log, s.reply(StepUidReply))
+    let _ = record(
+        &mut log,
+        s.reply(StateReply {
+            stepd_version: version,
+        }),
+    ) && record(&mut log, s.reply(StepUidReply))
         && record(&mut log, s.reply(X11Reply::default()))
         && if version >= NS_FDS_MIN_VERSION {
             let fds = s.reply(NsFdsReply::default());
@@ -161,7 +181,85 @@ fn scan_path(data: &[u8], chunk: usize) -> Result<(u32, u32), CodecError> {
     }
 }
 
+/// The descriptors a chunk header asks for: `count` of them, kinds in
+/// turn from `first`.
+fn attachments(count: usize, first: usize) -> Vec<OwnedFd> {
+    (0..count)
+        .filter_map(|i| match (first + i) % 3 {
+            0 => std::fs::File::open("/proc/self/ns/mnt")
+                .ok()
+                .map(OwnedFd::from),
+            1 => std::fs::File::open("/dev/null").ok().map(OwnedFd::from),
+            _ => nix::unistd::pipe().ok().map(|(read, _write)| read),
+        })
+        .collect()
+}
+
+/// Send `data` as the stepd's side: chunks of 1 to 16 bytes, each after
+/// a header byte (low 4 bits: length - 1; bits 4-6: how many descriptors
+/// ride on the chunk; bit 7: which kind comes first). Our copies of the
+/// descriptors close when this returns; the kernel holds the ones in
+/// flight.
+fn send_chunks(stepd: &UnixStream, data: &[u8]) {
+    let mut rest = data;
+    while let Some((&header, tail)) = rest.split_first() {
+        let len = usize::from(header & 0x0f) + 1;
+        let (chunk, after) = tail.split_at(len.min(tail.len()));
+        rest = after;
+        if chunk.is_empty() {
+            break;
+        }
+        let fds = attachments(
+            usize::from((header >> 4) & 0x07),
+            usize::from(header >> 7) * 2,
+        );
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let cmsgs = [ControlMessage::ScmRights(&raw)];
+        let iov = [IoSlice::new(chunk)];
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsgs };
+        // The whole input fits in the socket buffer: nothing blocks.
+        if socket::sendmsg::<UnixAddr>(stepd.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_DONTWAIT, None)
+            .is_err()
+        {
+            break;
+        }
+    }
+    // EOF after the last chunk: the client never waits for more.
+    let _ = stepd.shutdown(std::net::Shutdown::Write);
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// The client's requests in login order over a real socket; every fd it
+/// received must be closed again when it and its answers are dropped.
+fn socket_path(data: &[u8]) {
+    let before = open_fds();
+    {
+        let Ok((client_end, stepd_end)) = UnixStream::pair() else {
+            return;
+        };
+        send_chunks(&stepd_end, data);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        if let Ok(mut client) =
+            StepdClient::over_stream(client_end, PathBuf::from("fuzz-stepd"), deadline)
+        {
+            let _ = client.state();
+            let _ = client.step_uid();
+            let _ = client.x11_display();
+            if let Ok(fds) = client.namespace_fds() {
+                assert!(fds.len() <= slurm_node::stepd::MAX_NAMESPACE_FDS);
+            }
+            let _ = client.add_extern_pid(1);
+        }
+    }
+    assert_eq!(open_fds(), before, "descriptors left open");
+}
+
 fuzz_target!(|data: &[u8]| {
+    socket_path(data);
+
     let chunks = [1, 3, usize::MAX];
     let client = client_path(data, usize::MAX);
     for chunk in chunks {
@@ -174,8 +272,8 @@ fuzz_target!(|data: &[u8]| {
     }
     // The pipelined exchange is the client's two decoders back to back.
     let mut s = Stream::new(data, usize::MAX);
-    let sequential = s.reply(HandshakeReply).and_then(|version| {
-        s.reply(StepUidReply).map(|uid| (version, uid))
-    });
+    let sequential = s
+        .reply(HandshakeReply)
+        .and_then(|version| s.reply(StepUidReply).map(|uid| (version, uid)));
     assert_eq!(scan.map_err(Failure::Codec), sequential);
 });

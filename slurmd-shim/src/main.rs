@@ -122,6 +122,19 @@ FAULTS
                       stepd of 24.11.6 or later does for a cancelled step
     bad-x11           adopt, then answer X11_DISPLAY with a 1 GiB
                       xauthority length and close
+    truncated         lengths that promise more than is sent, then close:
+                      X11_DISPLAY 8 of 64 xauthority bytes, GET_NS_FDS one
+                      type of a count of 2, GET_NS_FD the fd number without
+                      the fd, STEP_LIST_PIDS one pid of 4
+    oversize          lengths beyond any bound (X11_DISPLAY's xauthority and
+                      GET_NS_FDS's count i32::MAX, STEP_LIST_PIDS's count
+                      u32::MAX), then silence with the connection open
+    extra-fds         answer the namespace request with three descriptors
+                      where one is announced: the namespace (--namespace, or
+                      the shim's own mount namespace), /dev/null, a pipe end
+    hang-add-pid      read ADD_EXTERN_PID's pid, never answer
+    hang-x11          adopt, then answer X11_DISPLAY with the display and an
+                      xauthority length, and never send the path
 
   slurmd mode (--fault NAME)
     none              behave (the default)
@@ -686,6 +699,11 @@ mod tests {
             Fault::RejectAddPid,
             Fault::CloseOnAddPid,
             Fault::BadX11,
+            Fault::Truncated,
+            Fault::Oversize,
+            Fault::ExtraFds,
+            Fault::HangOnAddPid,
+            Fault::HangOnX11,
         ] {
             assert_eq!(fault.to_string().parse::<Fault>(), Ok(fault));
         }

@@ -84,6 +84,28 @@ pub enum Fault {
     /// Adopts, then answers X11_DISPLAY with an xauthority length of 1 GiB
     /// and closes: a stepd that breaks after the login is in the job.
     BadX11,
+    /// Replies whose length or count promises more than follows, then a
+    /// close: X11_DISPLAY a 64-byte xauthority of which 8 bytes come,
+    /// GET_NS_FDS two namespaces of which one type comes, GET_NS_FD the
+    /// fd number without the fd, STEP_LIST_PIDS four pids of which one.
+    /// The handshake, STEP_UID and ADD_EXTERN_PID are answered well.
+    Truncated,
+    /// Lengths and counts beyond any sane bound (`i32::MAX`), with the
+    /// connection then held open and silent: a client that believed the
+    /// length would wait out its deadline instead of refusing at once.
+    /// X11_DISPLAY, GET_NS_FDS and STEP_LIST_PIDS; the rest answered well.
+    Oversize,
+    /// The namespace request answered with more descriptors than
+    /// announced: the namespace (the step's, or the shim's own mount
+    /// namespace) plus /dev/null and a pipe's read end, in one SCM_RIGHTS
+    /// message.
+    ExtraFds,
+    /// Answers the handshake and STEP_UID, reads ADD_EXTERN_PID's pid and
+    /// never replies: a stepd that wedges in the adoption itself.
+    HangOnAddPid,
+    /// Adopts, then answers X11_DISPLAY with the display and a 32-byte
+    /// xauthority length and never sends the path: silence mid-reply.
+    HangOnX11,
 }
 
 impl fmt::Display for Fault {
@@ -100,6 +122,11 @@ impl fmt::Display for Fault {
             Fault::RejectAddPid => f.write_str("reject-add-pid"),
             Fault::CloseOnAddPid => f.write_str("close-on-add-pid"),
             Fault::BadX11 => f.write_str("bad-x11"),
+            Fault::Truncated => f.write_str("truncated"),
+            Fault::Oversize => f.write_str("oversize"),
+            Fault::ExtraFds => f.write_str("extra-fds"),
+            Fault::HangOnAddPid => f.write_str("hang-add-pid"),
+            Fault::HangOnX11 => f.write_str("hang-x11"),
         }
     }
 }
@@ -107,7 +134,7 @@ impl fmt::Display for Fault {
 /// A fault name not in the list, or `slow=` without milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (expected none, hang-handshake, hang, close, reject-handshake, wrong-version, garbage, slow=MS, reject-add-pid, close-on-add-pid or bad-x11)"
+    "unknown fault {0:?} (expected none, hang-handshake, hang, close, reject-handshake, wrong-version, garbage, slow=MS, reject-add-pid, close-on-add-pid, bad-x11, truncated, oversize, extra-fds, hang-add-pid or hang-x11)"
 )]
 pub struct UnknownFault(pub String);
 
@@ -126,6 +153,11 @@ impl FromStr for Fault {
             "reject-add-pid" => Fault::RejectAddPid,
             "close-on-add-pid" => Fault::CloseOnAddPid,
             "bad-x11" => Fault::BadX11,
+            "truncated" => Fault::Truncated,
+            "oversize" => Fault::Oversize,
+            "extra-fds" => Fault::ExtraFds,
+            "hang-add-pid" => Fault::HangOnAddPid,
+            "hang-x11" => Fault::HangOnX11,
             other => {
                 let ms = other
                     .strip_prefix("slow=")
@@ -421,9 +453,23 @@ impl Connection<'_> {
         u32::try_from(client_version).is_ok_and(|v| v >= own.saturating_sub(window))
     }
 
-    /// Answer one request as a healthy stepd; `false` ends the connection.
+    /// Answer one request as a healthy stepd (or as a length fault has
+    /// it); `false` ends the connection.
     fn answer(&mut self, request: i32) -> bool {
         let step = self.step;
+        match step.fault {
+            Fault::Truncated => {
+                if let Some(keep_open) = self.truncated(request) {
+                    return keep_open;
+                }
+            }
+            Fault::Oversize => {
+                if let Some(keep_open) = self.oversize(request) {
+                    return keep_open;
+                }
+            }
+            _ => {}
+        }
         match request {
             REQUEST_STATE => self.write_ints(&[step.state]),
             REQUEST_DAEMON_PID => self.write_ints(&[as_int(std::process::id())]),
@@ -453,6 +499,10 @@ impl Connection<'_> {
         let Some(pid) = self.read_i32() else {
             return false;
         };
+        if self.step.fault == Fault::HangOnAddPid {
+            serve::hang(&mut self.stream, || self.shared.stopping());
+            return false;
+        }
         let refused = self.step.fault == Fault::RejectAddPid || self.step.step_id != EXTERN_STEP_ID;
         if refused {
             return self.write_ints(&[-1]);
@@ -469,6 +519,12 @@ impl Connection<'_> {
     fn x11_display(&mut self) -> bool {
         if self.step.fault == Fault::BadX11 {
             self.write_ints(&[1, 1 << 30]);
+            return false;
+        }
+        if self.step.fault == Fault::HangOnX11 {
+            if self.write_ints(&[10, 32]) {
+                serve::hang(&mut self.stream, || self.shared.stopping());
+            }
             return false;
         }
         let Some((display, path)) = &self.step.x11 else {
@@ -489,6 +545,9 @@ impl Connection<'_> {
     /// 25.11: the fd number and fd for a mount namespace, else nothing at
     /// all while the connection stays open.
     fn get_ns_fd(&mut self) -> bool {
+        if self.step.fault == Fault::ExtraFds {
+            return self.extra_fds(false);
+        }
         let silent_without_ns = self.step.protocol_version >= NS_FDS_VERSION;
         let Some(path) = &self.step.namespace else {
             return silent_without_ns || self.write_ints(&[0]);
@@ -503,6 +562,9 @@ impl Connection<'_> {
     /// Request 28 (25.11+): count, then type and fd per namespace; a
     /// failing plugin closes without reply.
     fn get_ns_fds(&mut self) -> bool {
+        if self.step.fault == Fault::ExtraFds {
+            return self.extra_fds(true);
+        }
         let Some(path) = &self.step.namespace else {
             return self.write_ints(&[0]);
         };
@@ -530,9 +592,78 @@ impl Connection<'_> {
         }
     }
 
+    /// [`Fault::Truncated`]: `Some` for the requests it spoils (whether
+    /// the connection goes on: never), `None` to answer normally.
+    fn truncated(&mut self, request: i32) -> Option<bool> {
+        match request {
+            REQUEST_X11_DISPLAY => {
+                let mut reply = Vec::new();
+                reply.extend(10i32.to_ne_bytes());
+                reply.extend(64i32.to_ne_bytes());
+                reply.extend(b"/tmp/.X");
+                self.write_bytes(&reply);
+            }
+            REQUEST_GET_NS_FDS if self.step.protocol_version >= NS_FDS_VERSION => {
+                self.write_ints(&[2, NS_TYPE_MOUNT]);
+            }
+            REQUEST_GET_NS_FD => {
+                self.write_ints(&[5]);
+            }
+            REQUEST_STEP_LIST_PIDS => {
+                self.write_ints(&[4, as_int(std::process::id())]);
+            }
+            _ => return None,
+        }
+        Some(false)
+    }
+
+    /// [`Fault::Oversize`]: `Some` for the requests it spoils, after
+    /// holding the connection open until the client leaves; `None` to
+    /// answer normally.
+    fn oversize(&mut self, request: i32) -> Option<bool> {
+        let sent = match request {
+            REQUEST_X11_DISPLAY => self.write_ints(&[10, i32::MAX]),
+            REQUEST_GET_NS_FDS if self.step.protocol_version >= NS_FDS_VERSION => {
+                self.write_ints(&[i32::MAX])
+            }
+            REQUEST_STEP_LIST_PIDS => self.write_ints(&[-1]),
+            _ => return None,
+        };
+        if sent {
+            serve::hang(&mut self.stream, || self.shared.stopping());
+        }
+        Some(false)
+    }
+
+    /// [`Fault::ExtraFds`]: announce one namespace, send three fds.
+    fn extra_fds(&mut self, ns_fds_request: bool) -> bool {
+        let ns_path = self
+            .step
+            .namespace
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/ns/mnt"));
+        let (Ok(ns), Ok(null), Ok((pipe_read, _pipe_write))) = (
+            open_namespace(&ns_path),
+            File::open("/dev/null"),
+            nix::unistd::pipe(),
+        ) else {
+            return false;
+        };
+        let announced = if ns_fds_request {
+            self.write_ints(&[1, NS_TYPE_MOUNT])
+        } else {
+            self.write_ints(&[ns.as_raw_fd()])
+        };
+        let fds = [ns.as_raw_fd(), null.as_raw_fd(), pipe_read.as_raw_fd()];
+        announced && self.send_fds(&fds)
+    }
+
     fn send_fd(&mut self, file: &File) -> bool {
-        let fds = [file.as_raw_fd()];
-        let cmsgs = [ControlMessage::ScmRights(&fds)];
+        self.send_fds(&[file.as_raw_fd()])
+    }
+
+    fn send_fds(&mut self, fds: &[std::os::fd::RawFd]) -> bool {
+        let cmsgs = [ControlMessage::ScmRights(fds)];
         let byte = [0u8];
         let iov = [IoSlice::new(&byte)];
         socket::sendmsg::<UnixAddr>(

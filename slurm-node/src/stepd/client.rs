@@ -2,6 +2,14 @@
 //! after another. The bytes on the wire come from [`super::protocol`] and
 //! [`super::decode`]; this file only moves them, each syscall bounded by
 //! the time left until the caller's deadline.
+//!
+//! Every read and write first waits in `ppoll` for the time left. The
+//! socket timeouts alone (SO_RCVTIMEO / SO_SNDTIMEO) are not precise
+//! enough: a blocked recv sleeps on the kernel's timer wheel, whose slots
+//! for waits of 64 jiffies or more are 8 jiffies wide (32 ms at HZ=250,
+//! 256 ms from 512 jiffies on), so a hung stepd cost up to that much past
+//! the deadline. ppoll sleeps on a high-resolution timer and ends within
+//! microseconds of it; the socket timeouts stay armed behind it.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -10,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::socket::{self, MsgFlags};
+use nix::sys::time::TimeSpec;
 
 use super::connect::connect_stream;
 use super::decode::{
@@ -44,6 +54,19 @@ impl StepdClient {
     pub fn connect(path: &Path, deadline: Instant) -> Result<Self, StepdError> {
         let stream = connect_stream(path, deadline)?;
         let mut client = StepdClient::in_step(stream, path.to_owned(), deadline, 0);
+        client.handshake()?;
+        Ok(client)
+    }
+
+    /// Do the version handshake on a stream already connected to a stepd,
+    /// named `path` in errors: for the fuzz target and tests, which play
+    /// the stepd on the other end of a socketpair.
+    pub fn over_stream(
+        stream: UnixStream,
+        path: PathBuf,
+        deadline: Instant,
+    ) -> Result<Self, StepdError> {
+        let mut client = StepdClient::in_step(stream, path, deadline, 0);
         client.handshake()?;
         Ok(client)
     }
@@ -190,6 +213,7 @@ impl StepdClient {
     fn send(&mut self, op: &'static str, buf: &[u8]) -> Result<(), StepdError> {
         let mut rest = buf;
         while !rest.is_empty() {
+            self.wait_ready(op, PollFlags::POLLOUT)?;
             let left = self.remaining(op)?;
             self.stream
                 .set_write_timeout(Some(left))
@@ -267,7 +291,23 @@ impl StepdClient {
         }
     }
 
+    /// Wait until the socket is ready for `events` (or hung up, or in
+    /// error: the syscall after tells which), or fail at the deadline.
+    fn wait_ready(&self, op: &'static str, events: PollFlags) -> Result<(), StepdError> {
+        loop {
+            let left = self.remaining(op)?;
+            let mut fds = [PollFd::new(self.stream.as_fd(), events)];
+            match ppoll(&mut fds, Some(TimeSpec::from_duration(left)), None) {
+                // Timed out: `remaining` says so on the next round.
+                Ok(0) | Err(Errno::EINTR) => {}
+                Ok(_) => return Ok(()),
+                Err(errno) => return Err(self.errno_error(op, errno)),
+            }
+        }
+    }
+
     fn arm_read(&self, op: &'static str) -> Result<(), StepdError> {
+        self.wait_ready(op, PollFlags::POLLIN)?;
         let left = self.remaining(op)?;
         self.stream
             .set_read_timeout(Some(left))

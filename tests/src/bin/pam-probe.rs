@@ -9,6 +9,11 @@
 //! env=SLURM_JOB_ID=42
 //! ```
 //!
+//! `account` and `session` also print `fds_before=N fds_after=N`: the
+//! entries of /proc/self/fd just before pam_start and just after pam_end,
+//! so a test can tell the module closed every descriptor it opened or
+//! received; `fd_leaked=FD:TARGET` lines name any that are new.
+//!
 //! `bench N` runs N full transactions (pam_start, pam_acct_mgmt, pam_end)
 //! and prints latency percentiles and the RSS before and after.
 //!
@@ -210,8 +215,41 @@ fn parse_args() -> Args {
     }
 }
 
+/// The process's open descriptors and what each points at.
+fn open_fds() -> Vec<(String, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let mut fds: Vec<(String, String)> = dir
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), target)
+        })
+        .collect();
+    // The directory's own descriptor is listed while it is read; it is
+    // closed now and is the same number both times.
+    fds.sort();
+    fds
+}
+
 /// One PAM transaction; returns the account rc and the PAM environment.
 fn transaction(args: &Args, session: bool) -> (c_int, Vec<String>) {
+    let before = open_fds();
+    let (rc, env) = transaction_inner(args, session);
+    let after = open_fds();
+    if !matches!(args.action, Action::Bench(_)) {
+        println!("fds_before={} fds_after={}", before.len(), after.len());
+        for (fd, target) in after.iter().filter(|f| !before.contains(f)) {
+            println!("fd_leaked={fd}:{target}");
+        }
+    }
+    (rc, env)
+}
+
+fn transaction_inner(args: &Args, session: bool) -> (c_int, Vec<String>) {
     let conv = PamConv {
         conv: conversation,
         appdata_ptr: ptr::null_mut(),
