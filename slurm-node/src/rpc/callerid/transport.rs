@@ -1,10 +1,21 @@
 //! The TCP side of one callerid attempt: connect, send the frame, read the
 //! length-prefixed reply, each syscall bounded by the time left until the
 //! deadline. What the bytes mean is decided in `body` and `reply`.
+//!
+//! Each read and write first waits in `ppoll` for the time left, as the
+//! stepd client does and for the same reason: a recv blocked on
+//! SO_RCVTIMEO alone wakes on the kernel's timer wheel, up to tens of ms
+//! past the deadline; ppoll's high-resolution timer ends within
+//! microseconds of it. The socket timeouts stay armed behind it.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
 
 use crate::rpc::{RpcError, Stage};
 
@@ -65,6 +76,33 @@ pub(crate) fn time_left(
     }
 }
 
+/// Wait until `stream` is ready for `events` (or hung up, or in error:
+/// the syscall after tells which), or fail at the deadline.
+fn wait_ready(
+    stream: &TcpStream,
+    events: PollFlags,
+    peer: SocketAddr,
+    stage: Stage,
+    deadline: Instant,
+) -> Result<(), RpcError> {
+    loop {
+        let left = time_left(peer, stage, deadline)?;
+        let mut fds = [PollFd::new(stream.as_fd(), events)];
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(left)), None) {
+            // Timed out: `time_left` says so on the next round.
+            Ok(0) | Err(Errno::EINTR) => {}
+            Ok(_) => return Ok(()),
+            Err(errno) => {
+                return Err(RpcError::Io {
+                    peer,
+                    stage,
+                    source: errno.into(),
+                });
+            }
+        }
+    }
+}
+
 fn write_all(
     stream: &mut TcpStream,
     mut buf: &[u8],
@@ -73,6 +111,7 @@ fn write_all(
 ) -> Result<(), RpcError> {
     let stage = Stage::Sending;
     while !buf.is_empty() {
+        wait_ready(stream, PollFlags::POLLOUT, peer, stage, deadline)?;
         let left = time_left(peer, stage, deadline)?;
         stream
             .set_write_timeout(Some(left))
@@ -116,6 +155,7 @@ fn read_full(
     let stage = Stage::Receiving;
     let mut got = 0;
     while got < buf.len() {
+        wait_ready(stream, PollFlags::POLLIN, peer, stage, deadline)?;
         let left = time_left(peer, stage, deadline)?;
         stream
             .set_read_timeout(Some(left))
