@@ -211,7 +211,6 @@ fn scan_windowed(
             &mut keep,
         );
     }
-    let mut answers = answers;
     for (i, p) in open {
         set(&mut answers, i, ScanAnswer::Failed(p.timeout()));
     }
