@@ -96,6 +96,7 @@ stage "tier 2: Debian package: build, lintian, dpkg -i, doctor, logins, purge" t
 stage "tier 2: benchmark, PAM transactions" tests/real-slurm/bench.sh
 stage "tier 2: benchmark, extern-step count" tests/real-slurm/bench-steps.sh
 stage "tier 2: benchmark, 50 concurrent multi-job logins (callerid)" tests/real-slurm/bench-parallel.sh
+stage "tier 2: benchmark, 1,000 extern steps with 10 hung (scan window)" tests/real-slurm/bench-scan-window.sh
 stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh
 stage "tier 3: Dockerized mini-cluster (Slurm 22.05, 24.11, 26.05)" tier3_mini_cluster
 stage "tier 4: cgroup v2 VM (Slurm 22.05)" tier4_vm

@@ -168,10 +168,11 @@ pub fn run(req: &Request<'_>) -> ExitCode {
 
 fn print_scan(user: &str, uid: u32, scan: &JobScan) {
     println!(
-        "extern steps: {} of {user} (uid {uid}), {} of other users, {} unreachable, {} skipped",
+        "extern steps: {} of {user} (uid {uid}), {} of other users, {} unreachable, {} untrusted, {} skipped",
         scan.mine.len(),
         scan.others,
         scan.unreachable.len(),
+        scan.untrusted.len(),
         scan.skipped.len()
     );
     for job in &scan.mine {
@@ -186,6 +187,14 @@ fn print_scan(user: &str, uid: u32, scan: &JobScan) {
     for u in &scan.unreachable {
         let what = if u.stale { "stale" } else { "unreachable" };
         println!("  {what} {}: {}", u.socket.display(), u.error);
+    }
+    for u in &scan.untrusted {
+        println!(
+            "  untrusted {}: listener uid {} pid {}, neither root nor SlurmdUser",
+            u.socket.display(),
+            u.uid,
+            u.pid
+        );
     }
     for (path, why) in &scan.skipped {
         println!("  skipped {}: {why}", path.display());

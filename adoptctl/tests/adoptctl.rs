@@ -36,10 +36,11 @@ fn node() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).expect("spool");
+    // The shim listens in this process: its user is SlurmdUser.
     let conf = format!(
-        "SlurmUser={}\nSlurmdSpoolDir={}\nNodeName={NODE} CPUs=2\n",
-        owner_name(dir.path()),
-        spool.display()
+        "SlurmUser={owner}\nSlurmdUser={owner}\nSlurmdSpoolDir={}\nNodeName={NODE} CPUs=2\n",
+        spool.display(),
+        owner = owner_name(dir.path()),
     );
     std::fs::write(dir.path().join("slurm.conf"), conf).expect("slurm.conf");
     dir

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::ledger::Marker;
 use slurm_node::spool::{self, SpoolError};
-use slurm_node::stepd::scan_step_uids;
+use slurm_node::stepd::{ScanAnswer, StepdPeers, scan_step_uids};
 
 /// The user's extern steps as the stepds describe them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +37,7 @@ pub fn gather_live_steps(
     spool_dir: &Path,
     node_name: &str,
     trusted_uids: &[u32],
+    stepd_peers: &StepdPeers,
     uid: u32,
     deadline: Instant,
 ) -> Result<LiveSteps, SpoolError> {
@@ -62,13 +63,24 @@ pub fn gather_live_steps(
         .filter(|s| s.step_id == slurm_node::spool::EXTERN_STEP_ID)
         .collect();
     let paths: Vec<PathBuf> = externs.iter().map(|s| s.path.clone()).collect();
-    for (step, answer) in externs.iter().zip(scan_step_uids(&paths, deadline)) {
+    // Only the owners are wanted: every connection closes as it answers.
+    let answers = scan_step_uids(&paths, stepd_peers, deadline, |_| false);
+    for (step, answer) in externs.iter().zip(answers) {
         match answer {
-            Ok((_, owner)) if owner == uid => live.jobs.push(step.job_id),
-            Ok(_) => live.others += 1,
+            ScanAnswer::Closed { uid: owner } | ScanAnswer::Kept { uid: owner, .. } => {
+                if owner == uid {
+                    live.jobs.push(step.job_id);
+                } else {
+                    live.others += 1;
+                }
+            }
             // The stepd is gone (its socket may linger): no job of anyone.
-            Err(e) if e.is_stale_socket() => {}
-            Err(e) => live.unknown.push((step.job_id, e.to_string())),
+            ScanAnswer::Failed(e) if e.is_stale_socket() => {}
+            // Hung, garbled, or a listener running as someone else (a
+            // SlurmdUser this slurm.conf does not name, say), which is
+            // never asked: whose job it holds is unknown, so the state is
+            // kept for it.
+            ScanAnswer::Failed(e) => live.unknown.push((step.job_id, e.to_string())),
         }
     }
     live.jobs.sort_unstable();

@@ -15,6 +15,7 @@ use crate::ledger::{Ledger, LedgerError, Owned, UserLock};
 use crate::linger::{Linger, LingerError, Switched};
 use crate::strays;
 use slurm_node::session::runtime_dir::{Ensured, Removed, RuntimeDirError, RuntimeDirs};
+use slurm_node::stepd::StepdPeers;
 
 /// What the hooks keep for a user while they have jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -61,6 +62,8 @@ pub struct NodeSpool {
     pub spool_dir: PathBuf,
     pub node_name: String,
     pub trusted_uids: Vec<u32>,
+    /// Whom a stepd's listener may run as (root, SlurmdUser).
+    pub stepd_peers: StepdPeers,
 }
 
 /// `reap_strays` settings.
@@ -215,6 +218,7 @@ impl Hooks {
                 &spool.spool_dir,
                 &spool.node_name,
                 &spool.trusted_uids,
+                &spool.stepd_peers,
                 job.uid,
                 Instant::now() + self.stepd_timeout,
             )
@@ -443,6 +447,7 @@ mod tests {
             spool_dir: dir,
             node_name: "c1".into(),
             trusted_uids: vec![0, nix::unistd::getuid().as_raw()],
+            stepd_peers: StepdPeers::from_uids(vec![0, nix::unistd::geteuid().as_raw()]),
         }
     }
 

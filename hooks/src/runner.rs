@@ -106,6 +106,9 @@ pub fn node_spool(conf_path: &Path, env: &JobEnv) -> Result<NodeSpool, String> {
     Ok(NodeSpool {
         spool_dir: conf.spool_dir(&conf.node_or_unlisted(&node_name)),
         trusted_uids: slurm_node::spool::trusted_owners(&conf.slurm_user),
+        stepd_peers: slurm_node::stepd::StepdPeers::from_uids(slurm_node::spool::stepd_peer_uids(
+            &conf.slurmd_user,
+        )),
         node_name,
     })
 }

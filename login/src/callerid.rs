@@ -120,7 +120,7 @@ pub fn ask(
         slurmd,
         &request,
         &versions_from(local_version),
-        &view.trusted_uids,
+        &view.callerid_signers,
         &munge,
         deadline,
     );

@@ -48,6 +48,15 @@ pub struct Unreachable {
     pub stale: bool,
 }
 
+/// A stepd socket whose listener runs as neither root nor SlurmdUser
+/// (`SO_PEERCRED`), so it was never asked anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untrusted {
+    pub socket: PathBuf,
+    pub uid: u32,
+    pub pid: i32,
+}
+
 /// What asking the node's extern stepds found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobScan {
@@ -55,6 +64,8 @@ pub struct JobScan {
     /// Extern steps of other users.
     pub others: usize,
     pub unreachable: Vec<Unreachable>,
+    /// Listeners not trusted by their credentials: not asked.
+    pub untrusted: Vec<Untrusted>,
     /// Sockets not asked at all, and why (symlink, untrusted owner...).
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -219,6 +230,36 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
         }
     }
     out.unanswered = unanswered;
+    // Once per socket and login: who listens there, so it can be found.
+    let untrusted_priority = if scan.mine.is_empty() {
+        Priority::Err
+    } else {
+        Priority::Warning
+    };
+    for u in &scan.untrusted {
+        log(
+            out,
+            untrusted_priority,
+            format!(
+                "stepd socket {} is served by uid {} (pid {}), neither root nor SlurmdUser: not asked",
+                u.socket.display(),
+                u.uid,
+                u.pid
+            ),
+        );
+    }
+    // No job of the user among the trusted stepds, and a listener that
+    // was not asked: if SlurmdUser is wrong in slurm.conf every stepd is
+    // one, so "no jobs" would be a lie that action_no_jobs=ignore could
+    // let a login past. It is a failure to look, as for a hung stepd, and
+    // named apart because its fix differs (SlurmdUser, or whoever runs
+    // that listener). It comes first: it is a standing fault that fails
+    // every login the same way, where a hung stepd may clear. With a job
+    // found, the listener is skipped like a bad socket file: nothing was
+    // asked of it, so it cannot hold the login to the callerid path.
+    if scan.mine.is_empty() && !scan.untrusted.is_empty() {
+        return generic_failure(out, opts, Reason::StepdUntrusted);
+    }
     if scan.mine.is_empty() && unanswered > 0 {
         return generic_failure(out, opts, Reason::StepdUnreachable);
     }

@@ -65,6 +65,7 @@ impl NodeOps for LiveNode {
                     stale: e.is_stale_socket(),
                 })
                 .collect(),
+            untrusted: scan.untrusted.clone(),
             skipped: scan
                 .skipped
                 .iter()

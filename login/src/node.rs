@@ -13,8 +13,11 @@ use slurm_node::nodename;
 use slurm_node::select::Candidate;
 use slurm_node::spool::{self, SkipReason, SpoolError, StepSocket};
 use slurm_node::stepd::{
-    NamespaceFd, SCAN_BATCH, StepState, StepdClient, StepdError, X11Display, scan_step_uids,
+    NamespaceFd, ScanAnswer, StepState, StepdClient, StepdError, StepdPeers, X11Display,
+    scan_step_uids,
 };
+
+use crate::decide::Untrusted;
 
 use crate::options::{AdoptVia, Options};
 
@@ -72,6 +75,12 @@ pub struct NodeView {
     pub spool_dir: PathBuf,
     /// Owners a stepd socket may have: root and SlurmUser.
     pub trusted_uids: Vec<u32>,
+    /// Whom a stepd's listener may run as (SO_PEERCRED): root and
+    /// SlurmdUser.
+    pub stepd_peers: StepdPeers,
+    /// Who may sign a callerid reply: root, SlurmUser and SlurmdUser (the
+    /// source node's slurmd signs as the account it runs as).
+    pub callerid_signers: Vec<u32>,
 }
 
 impl NodeView {
@@ -92,11 +101,20 @@ impl NodeView {
         };
         let spool_dir = conf.spool_dir(&node);
         let trusted_uids = spool::trusted_owners(&conf.slurm_user);
+        let peer_uids = spool::stepd_peer_uids(&conf.slurmd_user);
+        let mut callerid_signers = trusted_uids.clone();
+        for uid in &peer_uids {
+            if !callerid_signers.contains(uid) {
+                callerid_signers.push(*uid);
+            }
+        }
         Ok(NodeView {
             conf,
             node,
             spool_dir,
             trusted_uids,
+            stepd_peers: StepdPeers::from_uids(peer_uids),
+            callerid_signers,
         })
     }
 }
@@ -135,6 +153,9 @@ pub struct Scan {
     /// Extern steps of other users.
     pub others: usize,
     pub unreachable: Vec<(PathBuf, StepdError)>,
+    /// Stepd sockets whose listener runs as neither root nor SlurmdUser:
+    /// never sent a byte.
+    pub untrusted: Vec<Untrusted>,
     pub skipped: Vec<(PathBuf, SkipReason)>,
 }
 
@@ -144,10 +165,10 @@ impl Scan {
     }
 }
 
-/// Ask the extern stepds on the node who owns them, keeping `uid`'s. All
-/// stepds are asked at once, so a hung one costs the others nothing; the
-/// other users' connections are closed batch by batch, so a node with
-/// thousands of steps never holds more than [`SCAN_BATCH`] of them open.
+/// Ask the extern stepds on the node who owns them, keeping `uid`'s. The
+/// stepds are asked at once, at most [`slurm_node::stepd::SCAN_WINDOW`] open at a time and a
+/// new one opened as each answers, so a hung one costs the others nothing;
+/// the other users' connections are closed as soon as they answer.
 ///
 /// On cgroup v1, Slurm's `uid_<uid>` directory already names the user's
 /// jobs, so only those stepds (and any too young to have made their
@@ -176,25 +197,31 @@ pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Sc
     // adoption into this user's job.
     let now = Instant::now();
     let scan_deadline = now + deadline.saturating_duration_since(now) / 2;
-    let mut externs = externs.into_iter();
-    loop {
-        let batch: Vec<StepSocket> = externs.by_ref().take(SCAN_BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
-        let paths: Vec<PathBuf> = batch.iter().map(|s| s.path.clone()).collect();
-        for (socket, owner) in batch.into_iter().zip(scan_step_uids(&paths, scan_deadline)) {
-            match owner {
-                Ok((mut client, owner)) if owner == uid => {
-                    // The adoption on this connection has the rest of the
-                    // login budget.
-                    client.set_deadline(deadline);
-                    scan.mine.push(UserJob { socket, client });
-                }
-                // Another user's: dropping the client closes it now.
-                Ok(_) => scan.others += 1,
-                Err(e) => scan.unreachable.push((socket.path.clone(), e)),
+    let paths: Vec<PathBuf> = externs.iter().map(|s| s.path.clone()).collect();
+    let answers = scan_step_uids(&paths, &view.stepd_peers, scan_deadline, |owner| {
+        owner == uid
+    });
+    for (socket, answer) in externs.into_iter().zip(answers) {
+        match answer {
+            ScanAnswer::Kept {
+                mut client,
+                uid: owner,
+            } if owner == uid => {
+                // The adoption on this connection has the rest of the
+                // login budget.
+                client.set_deadline(deadline);
+                scan.mine.push(UserJob { socket, client });
             }
+            // Another user's, closed as it answered.
+            ScanAnswer::Kept { .. } | ScanAnswer::Closed { .. } => scan.others += 1,
+            ScanAnswer::Failed(StepdError::UntrustedPeer { path, uid, pid }) => {
+                scan.untrusted.push(Untrusted {
+                    socket: path,
+                    uid,
+                    pid,
+                });
+            }
+            ScanAnswer::Failed(e) => scan.unreachable.push((socket.path.clone(), e)),
         }
     }
     Ok(scan)
@@ -299,7 +326,7 @@ pub fn adopt(
                 // still say the job is the user's, or nothing more is
                 // taken from it (namespace fds above all).
                 attach_by_cgroup(view, uid, job_id, pid)?;
-                reconnect_as_owner(job, uid)?;
+                reconnect_as_owner(job, uid, &view.stepd_peers)?;
                 "cgroup"
             }
         },
@@ -320,7 +347,7 @@ pub fn adopt(
                 // The connection is unusable after a failed exchange: the
                 // namespace request needs a fresh one, asked again whose.
                 if opts.join_container {
-                    reconnect_as_owner(job, uid)?;
+                    reconnect_as_owner(job, uid, &view.stepd_peers)?;
                 }
             }
         }
@@ -334,9 +361,10 @@ pub fn adopt(
 
 /// A fresh connection to the job's stepd, in place of one a failed
 /// request left unusable, held to the scan's rule: the stepd must still
-/// say the job is `uid`'s, or nothing more is taken from it.
-fn reconnect_as_owner(job: &mut UserJob, uid: u32) -> Result<(), AdoptError> {
-    let mut client = StepdClient::connect(&job.socket.path, job.client.deadline())?;
+/// say the job is `uid`'s, or nothing more is taken from it, and its
+/// listener must still run as one of `peers`.
+fn reconnect_as_owner(job: &mut UserJob, uid: u32, peers: &StepdPeers) -> Result<(), AdoptError> {
+    let mut client = StepdClient::connect(&job.socket.path, peers, job.client.deadline())?;
     let owner = client.step_uid()?;
     if owner != uid {
         return Err(AdoptError::OwnerChanged {

@@ -61,6 +61,7 @@ pub enum Reason {
     NodeSetup,
     Spool,
     StepdUnreachable,
+    StepdUntrusted,
     NoJobs,
     OnlyJob,
     CallerIdMatch,
@@ -73,7 +74,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests that hold the README and the codes together.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::ServiceNotListed,
         Reason::NoUser,
         Reason::UnknownUser,
@@ -81,6 +82,7 @@ impl Reason {
         Reason::NodeSetup,
         Reason::Spool,
         Reason::StepdUnreachable,
+        Reason::StepdUntrusted,
         Reason::NoJobs,
         Reason::OnlyJob,
         Reason::CallerIdMatch,
@@ -100,6 +102,7 @@ impl Reason {
             Reason::NodeSetup => "node_setup",
             Reason::Spool => "spool",
             Reason::StepdUnreachable => "stepd_unreachable",
+            Reason::StepdUntrusted => "stepd_untrusted",
             Reason::NoJobs => "no_jobs",
             Reason::OnlyJob => "only_job",
             Reason::CallerIdMatch => "callerid_match",

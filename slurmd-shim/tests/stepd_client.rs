@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use slurm_node::stepd::{StepState, StepdClient, StepdError, X11Display};
+use slurm_node::stepd::{ScanAnswer, StepState, StepdClient, StepdError, StepdPeers, X11Display};
 use slurmd_shim::stepd::{BATCH_STEP_ID, EXTERN_STEP_ID, FakeStep, Fault, StepdShim};
 
 const NODE: &str = "n1";
@@ -48,6 +48,23 @@ impl Spool {
     fn ns_file(&self) -> PathBuf {
         PathBuf::from("/proc/self/ns/mnt")
     }
+}
+
+/// The shim runs in this process, as this test's user.
+fn peers() -> StepdPeers {
+    StepdPeers::from_uids(vec![nix::unistd::geteuid().as_raw()])
+}
+
+/// Every stepd's answer kept, as a result per path.
+fn scan(paths: &[PathBuf], deadline: Instant) -> Vec<Result<(StepdClient, u32), StepdError>> {
+    slurm_node::stepd::scan_step_uids(paths, &peers(), deadline, |_| true)
+        .into_iter()
+        .map(|answer| match answer {
+            ScanAnswer::Kept { client, uid } => Ok((client, uid)),
+            ScanAnswer::Failed(e) => Err(e),
+            ScanAnswer::Closed { uid } => panic!("kept everything, yet uid {uid} was closed"),
+        })
+        .collect()
 }
 
 fn soon() -> Instant {
@@ -125,7 +142,7 @@ fn each_request_fails(fault: Fault, check: impl Fn(Req, u32, StepdError)) {
             step.namespace = Some(spool.ns_file());
             let _shim = spool.serve(vec![step]);
             let err = timed(&format!("{req:?} at {version:#x}"), |deadline| {
-                let mut client = StepdClient::connect(&spool.socket(1), deadline)
+                let mut client = StepdClient::connect(&spool.socket(1), &peers(), deadline)
                     .unwrap_or_else(|e| panic!("{fault:?}: handshake should work: {e}"));
                 req.run(&mut client)
                     .expect_err(&format!("{req:?} at {version:#x} should fail"))
@@ -146,7 +163,7 @@ fn same_file(fd: std::os::fd::OwnedFd, path: &Path) {
 fn a_healthy_22_05_extern_step_answers_every_request() {
     let spool = Spool::new();
     let shim = spool.serve(vec![FakeStep::extern_step(7, UID)]);
-    let mut client = StepdClient::connect(&spool.socket(7), soon()).expect("connect");
+    let mut client = StepdClient::connect(&spool.socket(7), &peers(), soon()).expect("connect");
     assert_eq!(client.protocol_version(), 0x2600);
     assert_eq!(client.path(), spool.socket(7));
     assert_eq!(client.state().expect("state"), StepState::Running);
@@ -183,7 +200,7 @@ fn step_state_is_read_with_the_stepds_numbering() {
         step.state = raw;
         step.protocol_version = version;
         let _shim = spool.serve(vec![step]);
-        let mut client = StepdClient::connect(&spool.socket(2), soon()).expect("connect");
+        let mut client = StepdClient::connect(&spool.socket(2), &peers(), soon()).expect("connect");
         assert_eq!(client.protocol_version(), version);
         assert_eq!(
             client.state().expect("state"),
@@ -200,7 +217,7 @@ fn x11_is_read_in_full_so_the_connection_stays_usable() {
     step.x11 = Some((12, "/tmp/.Xauthority-abc".to_owned()));
     step.namespace = Some(spool.ns_file());
     let shim = spool.serve(vec![step]);
-    let mut client = StepdClient::connect(&spool.socket(3), soon()).expect("connect");
+    let mut client = StepdClient::connect(&spool.socket(3), &peers(), soon()).expect("connect");
     assert_eq!(
         client.x11_display().expect("x11"),
         X11Display {
@@ -222,7 +239,7 @@ fn stepds_before_25_11_pass_the_namespace_with_get_ns_fd() {
         step.protocol_version = version;
         step.namespace = Some(ns.clone());
         let shim = spool.serve(vec![step]);
-        let mut client = StepdClient::connect(&spool.socket(4), soon()).expect("connect");
+        let mut client = StepdClient::connect(&spool.socket(4), &peers(), soon()).expect("connect");
         let mut fds = client.namespace_fds().expect("ns fds");
         assert_eq!(fds.len(), 1, "{version:#x}");
         let only = fds.remove(0);
@@ -242,7 +259,7 @@ fn stepds_from_25_11_pass_namespaces_with_get_ns_fds() {
         step.protocol_version = version;
         step.namespace = Some(ns.clone());
         let shim = spool.serve(vec![step]);
-        let mut client = StepdClient::connect(&spool.socket(5), soon()).expect("connect");
+        let mut client = StepdClient::connect(&spool.socket(5), &peers(), soon()).expect("connect");
         let mut fds = client.namespace_fds().expect("ns fds");
         assert_eq!(fds.len(), 1, "{version:#x}");
         let only = fds.remove(0);
@@ -260,7 +277,7 @@ fn no_namespace_is_an_empty_list_in_every_version() {
         let mut step = FakeStep::extern_step(6, UID);
         step.protocol_version = version;
         let shim = spool.serve(vec![step]);
-        let mut client = StepdClient::connect(&spool.socket(6), soon()).expect("connect");
+        let mut client = StepdClient::connect(&spool.socket(6), &peers(), soon()).expect("connect");
         // A short deadline: a client using 26 against 25.11+ would hang here.
         client.set_deadline(Instant::now() + DEADLINE);
         let fds = timed("namespace_fds", |_| client.namespace_fds()).expect("ns fds");
@@ -316,7 +333,7 @@ fn a_batch_step_refuses_extern_pids() {
     let shim = spool.serve(vec![step]);
     let path = spool.dir.path().join(format!("{NODE}_9.{BATCH_STEP_ID}"));
     assert_eq!(shim.socket_path(9, BATCH_STEP_ID), Some(path.as_path()));
-    let mut client = StepdClient::connect(&path, soon()).expect("connect");
+    let mut client = StepdClient::connect(&path, &peers(), soon()).expect("connect");
     match client.add_extern_pid(1) {
         Err(StepdError::Rejected { rc: -1, .. }) => {}
         other => panic!("expected rc -1, got {other:?}"),
@@ -328,8 +345,10 @@ fn a_batch_step_refuses_extern_pids() {
 fn fault_hang_before_handshake_reply_times_out_in_the_handshake() {
     let spool = Spool::new();
     let _shim = spool.serve(vec![step_with(1, Fault::HangBeforeHandshakeReply)]);
-    let err =
-        timed("connect", |d| StepdClient::connect(&spool.socket(1), d)).expect_err("must time out");
+    let err = timed("connect", |d| {
+        StepdClient::connect(&spool.socket(1), &peers(), d)
+    })
+    .expect_err("must time out");
     assert!(
         matches!(
             err,
@@ -350,8 +369,10 @@ fn fault_hang_before_handshake_reply_times_out_in_the_handshake() {
 fn fault_reject_handshake_is_handshake_rejected() {
     let spool = Spool::new();
     let _shim = spool.serve(vec![step_with(1, Fault::RejectHandshake)]);
-    let err = timed("connect", |d| StepdClient::connect(&spool.socket(1), d))
-        .expect_err("must be rejected");
+    let err = timed("connect", |d| {
+        StepdClient::connect(&spool.socket(1), &peers(), d)
+    })
+    .expect_err("must be rejected");
     assert!(
         matches!(err, StepdError::HandshakeRejected { reply: -1, .. }),
         "{err:?}"
@@ -362,8 +383,10 @@ fn fault_reject_handshake_is_handshake_rejected() {
 fn fault_wrong_version_is_refused_by_the_client() {
     let spool = Spool::new();
     let _shim = spool.serve(vec![step_with(1, Fault::WrongVersion)]);
-    let err = timed("connect", |d| StepdClient::connect(&spool.socket(1), d))
-        .expect_err("must be refused");
+    let err = timed("connect", |d| {
+        StepdClient::connect(&spool.socket(1), &peers(), d)
+    })
+    .expect_err("must be refused");
     match err {
         StepdError::Protocol { op, detail, .. } => {
             assert_eq!(op, "handshake");
@@ -401,8 +424,10 @@ fn fault_garbage_is_a_protocol_error_for_every_request() {
 fn fault_slow_past_the_deadline_times_out_in_the_handshake() {
     let spool = Spool::new();
     let _shim = spool.serve(vec![step_with(1, Fault::Slow(Duration::from_secs(1)))]);
-    let err =
-        timed("connect", |d| StepdClient::connect(&spool.socket(1), d)).expect_err("must time out");
+    let err = timed("connect", |d| {
+        StepdClient::connect(&spool.socket(1), &peers(), d)
+    })
+    .expect_err("must time out");
     assert!(
         matches!(
             err,
@@ -422,7 +447,8 @@ fn fault_slow_spends_one_budget_across_calls() {
     let spool = Spool::new();
     let _shim = spool.serve(vec![step_with(1, Fault::Slow(Duration::from_millis(200)))]);
     let err = timed("connect + step_uid", |d| {
-        let mut client = StepdClient::connect(&spool.socket(1), d).expect("handshake in time");
+        let mut client =
+            StepdClient::connect(&spool.socket(1), &peers(), d).expect("handshake in time");
         client.step_uid().expect_err("must run out of time")
     });
     assert!(
@@ -437,7 +463,7 @@ fn fault_slow_within_the_deadline_still_answers() {
     let mut step = step_with(1, Fault::Slow(Duration::from_millis(20)));
     step.x11 = Some((3, "/x".to_owned()));
     let shim = spool.serve(vec![step]);
-    let mut client = StepdClient::connect(&spool.socket(1), soon()).expect("connect");
+    let mut client = StepdClient::connect(&spool.socket(1), &peers(), soon()).expect("connect");
     assert_eq!(client.step_uid().expect("uid"), UID);
     client.add_extern_pid(99).expect("add");
     assert_eq!(client.x11_display().expect("x11").display, 3);
@@ -448,7 +474,7 @@ fn fault_slow_within_the_deadline_still_answers() {
 fn fault_reject_add_pid_is_rejected_and_the_connection_goes_on() {
     let spool = Spool::new();
     let shim = spool.serve(vec![step_with(1, Fault::RejectAddPid)]);
-    let mut client = StepdClient::connect(&spool.socket(1), soon()).expect("connect");
+    let mut client = StepdClient::connect(&spool.socket(1), &peers(), soon()).expect("connect");
     let err = timed("add_extern_pid", |d| {
         client.set_deadline(d);
         client.add_extern_pid(5).expect_err("must be refused")
@@ -467,7 +493,7 @@ fn fault_close_on_add_pid_is_closed() {
     let spool = Spool::new();
     let shim = spool.serve(vec![step_with(1, Fault::CloseOnAddPid)]);
     let err = timed("add_extern_pid", |d| {
-        let mut client = StepdClient::connect(&spool.socket(1), d).expect("connect");
+        let mut client = StepdClient::connect(&spool.socket(1), &peers(), d).expect("connect");
         assert_eq!(client.step_uid().expect("uid"), UID);
         client.add_extern_pid(5).expect_err("must fail")
     });
@@ -492,15 +518,15 @@ fn a_hung_connection_does_not_block_other_connections_or_steps() {
         step_with(1, Fault::HangOnRequest),
         FakeStep::extern_step(2, UID),
     ]);
-    let mut hung = StepdClient::connect(&spool.socket(1), soon()).expect("first connect");
+    let mut hung = StepdClient::connect(&spool.socket(1), &peers(), soon()).expect("first connect");
     let waiter = thread::spawn(move || hung.step_uid());
     // Same socket, second connection, while the first waits.
     timed("second connect", |d| {
-        StepdClient::connect(&spool.socket(1), d)
+        StepdClient::connect(&spool.socket(1), &peers(), d)
     })
     .expect("second handshake");
     let uid = timed("other step", |d| {
-        StepdClient::connect(&spool.socket(2), d).and_then(|mut c| c.step_uid())
+        StepdClient::connect(&spool.socket(2), &peers(), d).and_then(|mut c| c.step_uid())
     })
     .expect("other step");
     assert_eq!(uid, UID);
@@ -522,7 +548,7 @@ fn many_concurrent_clients_are_all_served() {
         .map(|i| {
             let path = path.clone();
             thread::spawn(move || {
-                let mut c = StepdClient::connect(&path, soon())?;
+                let mut c = StepdClient::connect(&path, &peers(), soon())?;
                 c.add_extern_pid(1000 + i)?;
                 c.step_uid()
             })
@@ -544,14 +570,14 @@ fn dropping_the_shim_is_prompt_and_removes_its_sockets() {
         step_with(2, Fault::HangBeforeHandshakeReply),
         step_with(3, Fault::Slow(Duration::from_secs(30))),
     ]);
-    let mut hung = StepdClient::connect(&spool.socket(1), soon()).expect("connect");
+    let mut hung = StepdClient::connect(&spool.socket(1), &peers(), soon()).expect("connect");
     let _waiter = thread::spawn(move || hung.step_uid());
     let paths: Vec<PathBuf> = shim.socket_paths().map(Path::to_path_buf).collect();
     let _stuck: Vec<_> = [2, 3]
         .into_iter()
         .map(|job| {
             let path = spool.socket(job);
-            thread::spawn(move || StepdClient::connect(&path, soon()))
+            thread::spawn(move || StepdClient::connect(&path, &peers(), soon()))
         })
         .collect();
     thread::sleep(Duration::from_millis(50));
@@ -569,7 +595,7 @@ fn dropping_the_shim_is_prompt_and_removes_its_sockets() {
     for p in &paths {
         assert!(!p.exists(), "{} left behind", p.display());
     }
-    let err = StepdClient::connect(&spool.socket(1), soon()).expect_err("gone");
+    let err = StepdClient::connect(&spool.socket(1), &peers(), soon()).expect_err("gone");
     assert!(matches!(err, StepdError::Connect { .. }), "{err:?}");
 }
 
@@ -580,7 +606,7 @@ fn a_stale_socket_is_replaced_and_a_regular_file_is_not() {
     // A stale socket file left behind (as after a crash) is taken over.
     let _stale = std::os::unix::net::UnixListener::bind(spool.socket(1)).expect("stale");
     let shim = spool.serve(vec![FakeStep::extern_step(1, UID)]);
-    let mut c = StepdClient::connect(&spool.socket(1), soon()).expect("connect");
+    let mut c = StepdClient::connect(&spool.socket(1), &peers(), soon()).expect("connect");
     assert_eq!(c.step_uid().expect("uid"), UID);
     drop(shim);
     std::fs::write(spool.socket(2), b"").expect("file");
@@ -620,7 +646,7 @@ mod binary {
             ]
         );
 
-        let mut c = StepdClient::connect(&spool.socket(21), soon()).expect("connect");
+        let mut c = StepdClient::connect(&spool.socket(21), &peers(), soon()).expect("connect");
         assert_eq!(c.protocol_version(), 0x2C00);
         assert_eq!(c.step_uid().expect("uid"), 1001);
         assert_eq!(
@@ -633,7 +659,7 @@ mod binary {
         assert!(c.namespace_fds().expect("ns").is_empty());
         let pid = i32::try_from(child.id()).expect("pid");
         assert_eq!(c.daemon_pid().expect("daemon pid"), pid);
-        let mut c = StepdClient::connect(&spool.socket(22), soon()).expect("connect");
+        let mut c = StepdClient::connect(&spool.socket(22), &peers(), soon()).expect("connect");
         assert!(matches!(
             c.add_extern_pid(1),
             Err(StepdError::Rejected { rc: -1, .. })
@@ -708,7 +734,7 @@ fn connect_for_uid_pipelines_the_handshake_and_step_uid() {
     let spool = Spool::new();
     let shim = spool.serve(vec![FakeStep::extern_step(31, UID)]);
     let (mut client, uid) =
-        StepdClient::connect_for_uid(&spool.socket(31), soon()).expect("connect_for_uid");
+        StepdClient::connect_for_uid(&spool.socket(31), &peers(), soon()).expect("connect_for_uid");
     assert_eq!(uid, UID);
     assert_eq!(client.protocol_version(), 0x2600);
     // The connection is still in step for the requests that follow.
@@ -732,7 +758,7 @@ fn connect_for_uid_ends_in_an_error_within_the_deadline_on_every_fault() {
         let spool = Spool::new();
         let _shim = spool.serve(vec![step_with(32, fault.clone())]);
         let result = timed(&format!("{fault:?}"), |deadline| {
-            StepdClient::connect_for_uid(&spool.socket(32), deadline)
+            StepdClient::connect_for_uid(&spool.socket(32), &peers(), deadline)
         });
         assert!(result.is_err(), "{fault:?} gave {result:?}");
     }
@@ -748,7 +774,7 @@ fn scan_step_uids_reads_every_owner_in_order() {
             .collect(),
     );
     let paths: Vec<PathBuf> = (1..=50).map(|job| spool.socket(job)).collect();
-    let results = slurm_node::stepd::scan_step_uids(&paths, soon());
+    let results = scan(&paths, soon());
     assert_eq!(results.len(), 50);
     for (job, (path, result)) in (1..=50).zip(paths.iter().zip(results)) {
         let (client, uid) = result.unwrap_or_else(|e| panic!("job {job}: {e}"));
@@ -786,9 +812,7 @@ fn scan_step_uids_isolates_faulty_stepds_within_the_deadline() {
         }
     }
     let paths: Vec<PathBuf> = jobs.iter().map(|&job| spool.socket(job)).collect();
-    let results = timed("scan_step_uids", |deadline| {
-        slurm_node::stepd::scan_step_uids(&paths, deadline)
-    });
+    let results = timed("scan_step_uids", |deadline| scan(&paths, deadline));
     assert_eq!(results.len(), jobs.len());
     for (&job, (path, result)) in jobs.iter().zip(paths.iter().zip(results)) {
         if job > 100 {
@@ -823,7 +847,7 @@ fn scan_step_uids_with_a_passed_deadline_times_out_every_step() {
     let spool = Spool::new();
     let _shim = spool.serve(vec![FakeStep::extern_step(1, UID)]);
     let paths = vec![spool.socket(1), spool.socket(2)];
-    let results = slurm_node::stepd::scan_step_uids(&paths, Instant::now());
+    let results = scan(&paths, Instant::now());
     assert_eq!(results.len(), 2);
     for result in results {
         assert!(
@@ -831,7 +855,7 @@ fn scan_step_uids_with_a_passed_deadline_times_out_every_step() {
             "{result:?}"
         );
     }
-    let results = slurm_node::stepd::scan_step_uids(&paths, soon());
+    let results = scan(&paths, soon());
     assert!(results[0].is_ok(), "{:?}", results[0]);
     assert!(
         matches!(results[1], Err(StepdError::Connect { .. })),

@@ -37,12 +37,13 @@ spool=$work/spool
 conf=$work/slurm.conf
 shim_pid=""
 slurmd_pid=""
+nobody_dir=""
 
 cleanup() {
     stop_shim
     stop_slurmd
     rm -f "$pam_file"
-    rm -rf "$work"
+    rm -rf "$work" ${nobody_dir:+"$nobody_dir"}
 }
 trap cleanup EXIT
 
@@ -68,6 +69,25 @@ stepds() {
     local want=$#
     wait_until 5 bash -c "(( \$(find '$spool' -maxdepth 1 -type s | wc -l) >= $want ))" ||
         { echo "reasons.sh: the stepd shim did not come up"; cat "$work/shim.log"; return 1; }
+}
+# untrusted_stepd JOB:UID: one stepd listening as nobody behind a
+# root-owned socket in the spool. It binds in a directory of its own; the
+# socket is moved into the spool and given to root, so every path check
+# passes and only the listener's credentials (SO_PEERCRED) tell.
+untrusted_stepd() {
+    stop_shim
+    local name=${node}_${1%%:*}.4294967292
+    # Not under $work, which only root may enter.
+    [[ -n $nobody_dir ]] || nobody_dir=$(mktemp -d /tmp/slurm-adopt-reasons-nobody.XXXXXX)
+    chmod 0777 "$nobody_dir"
+    local own=$nobody_dir
+    setpriv --reuid nobody --regid nogroup --clear-groups -- \
+        "$shim" stepd --spool "$own" --node "$node" --step "$1" >"$work/shim.log" 2>&1 &
+    shim_pid=$!
+    wait_until 5 test -S "$own/$name" ||
+        { echo "reasons.sh: the stepd shim did not come up as nobody"; cat "$work/shim.log"; return 1; }
+    mv "$own/$name" "$spool/$name"
+    chown root:root "$spool/$name"
 }
 stop_shim() {
     if [[ -n $shim_pid ]]; then
@@ -168,6 +188,13 @@ stepds "7:$other_uid"
 run_case "no_jobs beside another user's job" "$user" "deny no_jobs -" ""
 stepds "7:$uid:hang"
 run_case "stepd_unreachable (the user's stepd hangs)" "$user" "deny stepd_unreachable -" "timeout_ms=600"
+# The user's own job, but served by a listener running as nobody: never
+# asked, and not taken for "no jobs".
+untrusted_stepd "7:$uid"
+mark=$(log_mark "$auth_log")
+run_case "stepd_untrusted (the listener runs as nobody)" "$user" "deny stepd_untrusted -" "action_no_jobs=ignore"
+check "stepd_untrusted: the line before it names the socket, uid and pid" \
+    log_has "$auth_log" "$mark" "stepd socket $spool/${node}_7.4294967292 is served by uid $(id -u nobody) \\(pid $shim_pid\\)" 2
 stepds "8:$uid"
 run_case "only_job" "$user" "adopt only_job -" ""
 # One job answers, another of the user's hangs: the one found may not be

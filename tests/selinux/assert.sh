@@ -90,6 +90,9 @@ pam_adopt)
     rule sshd_t pam_adopt_stepd_sock_t sock_file write
     rule sshd_t pam_adopt_stepd_sock_t sock_file getattr
     rule sshd_t initrc_t unix_stream_socket connectto
+    # SO_PEERCRED on the connected socket, before a byte goes to the
+    # stepd: getopt on sshd's own socket, which the base policy gives.
+    rule sshd_t sshd_t unix_stream_socket getopt
     # Debian's SlurmdSpoolDir is under /var/lib.
     rule sshd_t var_lib_t dir search
     # callerid: munged's socket and the source node's slurmd.
@@ -146,6 +149,7 @@ pam_adopt_hooks)
     rule pam_adopt_hook_t pam_adopt_hook_runtime_t file create
     rule pam_adopt_hook_t pam_adopt_stepd_sock_t sock_file write
     rule pam_adopt_hook_t initrc_t unix_stream_socket connectto
+    rule pam_adopt_hook_t pam_adopt_hook_t unix_stream_socket getopt
     rule pam_adopt_hook_t etc_t file read
     rule pam_adopt_hook_t user_t process sigkill pam_adopt_hooks_reap_strays
     rule pam_adopt_hook_t pam_adopt_hook_t capability kill pam_adopt_hooks_reap_strays

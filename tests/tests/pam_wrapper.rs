@@ -86,11 +86,12 @@ impl Node {
         std::fs::create_dir(&spool).expect("spool dir");
         std::fs::create_dir(dir.path().join("pam.d")).expect("pam.d");
         // SlurmUser is whoever runs the tests, so the temp spool dir they
-        // own counts as trusted, as /var/spool/slurmd does on a real node.
+        // own counts as trusted, as /var/spool/slurmd does on a real node;
+        // SlurmdUser too, since the stepd shim listens as them.
         let conf = format!(
-            "ClusterName=test\nSlurmctldHost=ctl\nSlurmUser={}\nSlurmdSpoolDir={}\nNodeName={NODE} CPUs=1\n",
-            current_user_name(),
-            spool.display()
+            "ClusterName=test\nSlurmctldHost=ctl\nSlurmUser={user}\nSlurmdUser={user}\nSlurmdSpoolDir={}\nNodeName={NODE} CPUs=1\n",
+            spool.display(),
+            user = current_user_name(),
         );
         std::fs::write(dir.path().join("slurm.conf"), conf).expect("slurm.conf");
         Node { dir }
@@ -1394,4 +1395,127 @@ fn hostile_stepds_end_in_their_decision_in_time_without_leaking_fds() {
 fn nix_mkfifo(path: &Path) {
     let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
     assert!(made.success(), "mkfifo {path:?}");
+}
+
+/// The stepd shim as a program, built like the module.
+fn shim_program() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "slurmd-shim",
+            "--bin",
+            "slurmd-shim",
+        ])
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build for slurmd-shim");
+    assert!(status.success(), "building slurmd-shim failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("debug/slurmd-shim")
+}
+
+/// A stepd listening as `nobody` behind a root-owned socket in the spool:
+/// it binds in a directory of its own, and the socket is moved into the
+/// spool and given to root, so every path check passes and only its
+/// credentials tell.
+struct ShimAsNobody {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ShimAsNobody {
+    fn start(node: &Node, job: u32) -> ShimAsNobody {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        // setpriv execs the shim itself (runuser would fork and wait), so
+        // the child killed on drop is the listener.
+        let mut child = Command::new("setpriv")
+            .args([
+                "--reuid",
+                UNPRIVILEGED,
+                "--regid",
+                "nogroup",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(shim_program())
+            .args(["stepd", "--spool"])
+            .arg(dir.path())
+            .args(["--node", NODE, "--step", &format!("{job}:{USER_UID}")])
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the shim as nobody (setpriv, util-linux)");
+        let stdout = child.stdout.take().expect("shim stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("the shim's listening line");
+        assert!(first.starts_with("listening"), "shim said {first:?}");
+        let name = format!("{NODE}_{job}.4294967292");
+        let socket = node.spool().join(&name);
+        std::fs::rename(dir.path().join(&name), &socket).expect("move the socket into the spool");
+        std::os::unix::fs::lchown(&socket, Some(0), Some(0)).expect("chown root");
+        ShimAsNobody { child, _dir: dir }
+    }
+}
+
+impl Drop for ShimAsNobody {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 12: a stepd socket that passes every path check but whose
+/// listener runs as neither root nor SlurmdUser is never asked. With no
+/// job of the user found, that is a failure to look (stepd_untrusted), so
+/// action_no_jobs=ignore cannot let the login by, and
+/// action_generic_failure decides.
+#[test]
+fn a_listener_that_is_neither_root_nor_slurmd_user_is_never_asked() {
+    let node = Node::new();
+    // Only root may serve stepd sockets on this node.
+    let conf = std::fs::read_to_string(node.conf()).expect("read slurm.conf");
+    let conf = conf.replace(
+        &format!("SlurmdUser={}\n", current_user_name()),
+        "SlurmdUser=root\n",
+    );
+    std::fs::write(node.conf(), conf).expect("write slurm.conf");
+    // As root, the listener runs as nobody in a process of its own; run
+    // unprivileged, this very process (nobody) is the untrusted listener.
+    let (as_nobody, in_process) = if current_uid() == 0 {
+        (Some(ShimAsNobody::start(&node, 60)), None)
+    } else {
+        (
+            None,
+            Some(node.shim(vec![FakeStep::extern_step(60, USER_UID)])),
+        )
+    };
+    node.service_telling_ignore("sshd", "action_no_jobs=ignore timeout_ms=600");
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_PERM_DENIED, "{}", p.stdout);
+    assert!(
+        !p.messages().iter().any(|m| m.contains("no active jobs")),
+        "not a no-jobs denial: {:?}",
+        p.messages()
+    );
+    node.service_telling_ignore(
+        "sshd",
+        "action_no_jobs=deny action_generic_failure=ignore timeout_ms=600",
+    );
+    let p = node.probe("sshd", USER);
+    assert_eq!(p.rc(), PAM_SUCCESS, "PAM_IGNORE expected: {}", p.stdout);
+    if let Some(shim) = &in_process {
+        assert_eq!(shim.requests(60), Vec::<i32>::new(), "nothing may be asked");
+        assert_eq!(shim.added_pids(60), Vec::<i32>::new());
+    }
+    drop(as_nobody);
 }

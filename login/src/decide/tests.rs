@@ -10,7 +10,7 @@ use slurm_node::stepd::X11Display;
 use super::*;
 use crate::node::{AdoptError, NodeError};
 use crate::options::{AdoptFailureAction, GenericFailureAction, Options};
-use crate::outcome::{Decision, Reason};
+use crate::outcome::{Decision, LogLine, Priority, Reason};
 
 const UID: u32 = 1000;
 
@@ -119,6 +119,14 @@ fn unreachable(stale: bool) -> Unreachable {
         socket: PathBuf::from("/spool/c1_7.4294967292"),
         error: "fake: no reply".to_owned(),
         stale,
+    }
+}
+
+fn untrusted() -> Untrusted {
+    Untrusted {
+        socket: PathBuf::from("/spool/c1_8.4294967292"),
+        uid: 65534,
+        pid: 777,
     }
 }
 
@@ -327,6 +335,63 @@ fn rows() -> Vec<Row> {
             args: &["action_no_jobs=ignore"],
             decision: Decision::Deny,
             reason: Reason::StepdUnreachable,
+            ..Row::default()
+        },
+        Row {
+            name: "an untrusted listener and no job found: generic failure, not no_jobs",
+            node: FakeNode {
+                scan: Ok(JobScan {
+                    untrusted: vec![untrusted()],
+                    ..JobScan::default()
+                }),
+                ..FakeNode::default()
+            },
+            args: &["action_no_jobs=ignore"],
+            decision: Decision::Deny,
+            reason: Reason::StepdUntrusted,
+            ..Row::default()
+        },
+        Row {
+            name: "an untrusted listener, action_generic_failure=allow",
+            node: FakeNode {
+                scan: Ok(JobScan {
+                    untrusted: vec![untrusted()],
+                    ..JobScan::default()
+                }),
+                ..FakeNode::default()
+            },
+            args: allow_generic,
+            decision: Decision::Allow,
+            reason: Reason::StepdUntrusted,
+            ..Row::default()
+        },
+        Row {
+            name: "untrusted beats unreachable: it is the standing fault",
+            node: FakeNode {
+                scan: Ok(JobScan {
+                    unreachable: vec![unreachable(false)],
+                    untrusted: vec![untrusted()],
+                    ..JobScan::default()
+                }),
+                ..FakeNode::default()
+            },
+            decision: Decision::Deny,
+            reason: Reason::StepdUntrusted,
+            ..Row::default()
+        },
+        Row {
+            name: "an untrusted listener beside the user's job is skipped",
+            node: FakeNode {
+                scan: Ok(JobScan {
+                    mine: vec![job(10, 100)],
+                    untrusted: vec![untrusted()],
+                    ..JobScan::default()
+                }),
+                ..FakeNode::default()
+            },
+            decision: Decision::Adopt,
+            reason: Reason::OnlyJob,
+            job: Some(10),
             ..Row::default()
         },
         Row {
@@ -547,6 +612,32 @@ fn every_branch() {
             "{name}: {line}"
         );
     }
+}
+
+#[test]
+fn an_untrusted_listener_is_logged_once_with_who_it_is() {
+    let mut node = FakeNode {
+        scan: Ok(JobScan {
+            untrusted: vec![untrusted()],
+            ..JobScan::default()
+        }),
+        ..FakeNode::default()
+    };
+    let out = decide(&login(Some("alice")), &Options::default(), &mut node);
+    let lines: Vec<&LogLine> = out
+        .log
+        .iter()
+        .filter(|l| l.text.contains("/spool/c1_8.4294967292"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{:?}", out.log);
+    let line = lines.first().map(|l| l.text.as_str()).unwrap_or_default();
+    assert!(
+        line.contains("uid 65534") && line.contains("pid 777"),
+        "{line}"
+    );
+    assert_eq!(lines.first().map(|l| l.priority), Some(Priority::Err));
+    // Not asked is not unanswered: the line's count is of hung stepds.
+    assert_eq!(out.unanswered, 0);
 }
 
 #[test]

@@ -130,7 +130,9 @@ pub enum RpcError {
     },
     #[error("reply from slurmd at {peer} carries no munge credential")]
     Unauthenticated { peer: SocketAddr },
-    #[error("reply from slurmd at {peer} is signed by uid {uid}, which is not root or SlurmUser")]
+    #[error(
+        "reply from slurmd at {peer} is signed by uid {uid}, which is not root, SlurmUser or SlurmdUser"
+    )]
     UntrustedSigner { peer: SocketAddr, uid: u32 },
     #[error("reply from slurmd at {peer} is not bound to its body: {source}")]
     Payload {

@@ -32,7 +32,7 @@ use super::protocol::{
     CodecError, MAX_XAUTHORITY_LEN, NS_FDS_MIN_VERSION, Request, StepState, X11Display,
     encode_handshake, op,
 };
-use super::{NamespaceFd, StepdError, scan_step_uids};
+use super::{NamespaceFd, ScanAnswer, StepdError, StepdPeers, scan_step_uids};
 
 /// The largest single read: the longest field there is.
 const READ_CHUNK: usize = MAX_XAUTHORITY_LEN;
@@ -50,9 +50,10 @@ pub struct StepdClient {
 }
 
 impl StepdClient {
-    /// Connect to the stepd socket at `path` and do the version handshake.
-    pub fn connect(path: &Path, deadline: Instant) -> Result<Self, StepdError> {
-        let stream = connect_stream(path, deadline)?;
+    /// Connect to the stepd socket at `path`, check that its listener runs
+    /// as one of `peers`, and do the version handshake.
+    pub fn connect(path: &Path, peers: &StepdPeers, deadline: Instant) -> Result<Self, StepdError> {
+        let stream = connect_stream(path, peers, deadline)?;
         let mut client = StepdClient::in_step(stream, path.to_owned(), deadline, 0);
         client.handshake()?;
         Ok(client)
@@ -93,16 +94,20 @@ impl StepdClient {
     /// handshake, so both can go in one write; scanning a node's steps
     /// then costs one round trip per step instead of two. The same code
     /// path as [`scan_step_uids`], for one socket.
-    pub fn connect_for_uid(path: &Path, deadline: Instant) -> Result<(Self, u32), StepdError> {
-        scan_step_uids(&[path.to_owned()], deadline)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| {
-                Err(StepdError::Timeout {
-                    path: path.to_owned(),
-                    op: op::CONNECT,
-                })
-            })
+    pub fn connect_for_uid(
+        path: &Path,
+        peers: &StepdPeers,
+        deadline: Instant,
+    ) -> Result<(Self, u32), StepdError> {
+        match scan_step_uids(&[path.to_owned()], peers, deadline, |_| true).pop() {
+            Some(ScanAnswer::Kept { client, uid }) => Ok((client, uid)),
+            Some(ScanAnswer::Failed(e)) => Err(e),
+            // Kept whatever the uid, so neither happens.
+            Some(ScanAnswer::Closed { .. }) | None => Err(StepdError::Timeout {
+                path: path.to_owned(),
+                op: op::CONNECT,
+            }),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -407,6 +412,65 @@ mod tests {
         (dir, path, handle)
     }
 
+    /// The peers a listener of this test process passes as.
+    fn me() -> StepdPeers {
+        StepdPeers::from_uids(vec![nix::unistd::geteuid().as_raw()])
+    }
+
+    /// Peers that leave this test process out.
+    fn not_me() -> StepdPeers {
+        let uid = nix::unistd::geteuid().as_raw();
+        StepdPeers::from_uids(vec![uid.wrapping_add(1)])
+    }
+
+    /// What the listener at `path` received on the one connection it
+    /// accepts, read until the client closes.
+    fn received(listener: UnixListener) -> thread::JoinHandle<Vec<u8>> {
+        thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut got = Vec::new();
+            let _ = conn.read_to_end(&mut got);
+            got
+        })
+    }
+
+    #[test]
+    fn an_untrusted_listener_is_refused_before_a_byte_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n1_9.4294967292");
+        let server = received(UnixListener::bind(&path).expect("bind"));
+        let err = StepdClient::connect(&path, &not_me(), soon()).expect_err("untrusted");
+        match &err {
+            StepdError::UntrustedPeer { path: p, uid, pid } => {
+                assert_eq!(p, &path);
+                assert_eq!(*uid, nix::unistd::geteuid().as_raw());
+                assert_eq!(*pid, i32::try_from(std::process::id()).expect("pid fits"));
+            }
+            other => panic!("expected UntrustedPeer, got {other:?}"),
+        }
+        assert!(!err.is_stale_socket());
+        assert_eq!(server.join().expect("server"), b"");
+    }
+
+    #[test]
+    fn connect_for_uid_refuses_an_untrusted_listener_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n1_10.4294967292");
+        let server = received(UnixListener::bind(&path).expect("bind"));
+        let err = StepdClient::connect_for_uid(&path, &not_me(), soon()).expect_err("untrusted");
+        assert!(matches!(err, StepdError::UntrustedPeer { .. }), "{err:?}");
+        assert_eq!(server.join().expect("server"), b"");
+    }
+
+    #[test]
+    fn a_trusted_listener_is_asked() {
+        let (_dir, path, server) = scripted(0x2800, vec![(4, 1001u32.to_ne_bytes().to_vec())]);
+        let (client, uid) = StepdClient::connect_for_uid(&path, &me(), soon()).expect("trusted");
+        assert_eq!(uid, 1001);
+        drop(client);
+        server.join().expect("server");
+    }
+
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(5)
     }
@@ -417,7 +481,7 @@ mod tests {
             0x2800,
             vec![(4, int(3).to_vec()), (4, 1001u32.to_ne_bytes().to_vec())],
         );
-        let mut client = StepdClient::connect(&path, soon()).expect("connect");
+        let mut client = StepdClient::connect(&path, &me(), soon()).expect("connect");
         assert_eq!(client.protocol_version(), 0x2800);
         assert_eq!(client.path(), path);
         assert_eq!(client.state().expect("state"), StepState::Cancelled);
@@ -431,7 +495,7 @@ mod tests {
         let mut reply = int(10).to_vec();
         reply.extend(int(1 << 30));
         let (_dir, path, server) = scripted(0x2600, vec![(4, reply)]);
-        let mut client = StepdClient::connect(&path, soon()).expect("connect");
+        let mut client = StepdClient::connect(&path, &me(), soon()).expect("connect");
         let started = Instant::now();
         match client.x11_display() {
             Err(StepdError::Protocol { op, .. }) => assert_eq!(op, "x11_display"),
@@ -455,7 +519,7 @@ mod tests {
         reply.extend(int(8));
         reply.extend(b"/tmp/xa\0");
         let (_dir, path, server) = scripted(0x2600, vec![(4, reply), (4, int(77).to_vec())]);
-        let mut client = StepdClient::connect(&path, soon()).expect("connect");
+        let mut client = StepdClient::connect(&path, &me(), soon()).expect("connect");
         let x11 = client.x11_display().expect("x11");
         assert_eq!(
             x11,
@@ -475,7 +539,7 @@ mod tests {
             0x2600,
             vec![(8, int(-1).to_vec()), (4, 5u32.to_ne_bytes().to_vec())],
         );
-        let mut client = StepdClient::connect(&path, soon()).expect("connect");
+        let mut client = StepdClient::connect(&path, &me(), soon()).expect("connect");
         match client.add_extern_pid(42) {
             Err(StepdError::Rejected { rc: -1, op, .. }) => assert_eq!(op, "add_extern_pid"),
             other => panic!("expected a refusal, got {other:?}"),
@@ -490,8 +554,8 @@ mod tests {
         // Announces an fd for GET_NS_FD, then sends nothing more.
         let (_dir, path, server) = scripted(0x2600, vec![(4, int(5).to_vec())]);
         let started = Instant::now();
-        let mut client =
-            StepdClient::connect(&path, started + Duration::from_millis(200)).expect("connect");
+        let mut client = StepdClient::connect(&path, &me(), started + Duration::from_millis(200))
+            .expect("connect");
         match client.namespace_fds() {
             Err(StepdError::Timeout { op, .. }) => assert_eq!(op, "get_ns_fd"),
             other => panic!("expected a timeout, got {other:?}"),
@@ -533,7 +597,7 @@ mod tests {
         }
         let started = Instant::now();
         let deadline = started + Duration::from_millis(200);
-        match StepdClient::connect(&path, deadline) {
+        match StepdClient::connect(&path, &me(), deadline) {
             Err(StepdError::Timeout { op, path: p }) => {
                 assert_eq!(op, "connect");
                 assert_eq!(p, path);
@@ -547,7 +611,7 @@ mod tests {
     fn missing_socket_is_a_connect_error_naming_the_path() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("n1_3.4294967292");
-        let err = StepdClient::connect(&path, soon()).expect_err("no socket");
+        let err = StepdClient::connect(&path, &me(), soon()).expect_err("no socket");
         assert!(matches!(err, StepdError::Connect { .. }), "{err:?}");
         assert_eq!(err.path(), path);
         assert!(err.to_string().contains(&path.display().to_string()));
@@ -556,7 +620,7 @@ mod tests {
     #[test]
     fn a_passed_deadline_fails_before_any_syscall() {
         let (_dir, path, _server) = scripted(0x2600, Vec::new());
-        let err = StepdClient::connect(&path, Instant::now()).expect_err("late");
+        let err = StepdClient::connect(&path, &me(), Instant::now()).expect_err("late");
         assert!(
             matches!(err, StepdError::Timeout { op: "connect", .. }),
             "{err:?}"

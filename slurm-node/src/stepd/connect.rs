@@ -1,16 +1,16 @@
 //! Opening a stepd socket without ever blocking in connect(2).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 
-use super::StepdError;
 use super::protocol::op;
+use super::{StepdError, StepdPeers};
 
 /// Connecting only fails with EAGAIN while the stepd's backlog is full, which
 /// clears as soon as it accepts; poll often at first, then back off.
@@ -35,9 +35,40 @@ pub(crate) fn nonblocking_socket(path: &Path) -> Result<(UnixAddr, OwnedFd), Ste
     Ok((addr, fd))
 }
 
+/// The listener behind a connected socket must run as one of `peers`.
+/// Its credentials are the ones it had when it called listen(2), known
+/// to the kernel as soon as connect(2) returns, before the stepd accepts:
+/// so nothing is ever sent to an untrusted listener.
+pub(crate) fn check_peer(
+    fd: &impl AsFd,
+    path: &Path,
+    peers: &StepdPeers,
+) -> Result<(), StepdError> {
+    let cred =
+        socket::getsockopt(fd, sockopt::PeerCredentials).map_err(|errno| StepdError::Io {
+            path: path.to_owned(),
+            op: op::CONNECT,
+            source: errno.into(),
+        })?;
+    if peers.allows(cred.uid()) {
+        Ok(())
+    } else {
+        Err(StepdError::UntrustedPeer {
+            path: path.to_owned(),
+            uid: cred.uid(),
+            pid: cred.pid(),
+        })
+    }
+}
+
 /// Non-blocking connect, so a stepd with a full backlog (busy or wedged)
-/// costs at most the deadline instead of blocking in connect(2).
-pub(crate) fn connect_stream(path: &Path, deadline: Instant) -> Result<UnixStream, StepdError> {
+/// costs at most the deadline instead of blocking in connect(2); then the
+/// listener's credentials are checked against `peers`.
+pub(crate) fn connect_stream(
+    path: &Path,
+    peers: &StepdPeers,
+    deadline: Instant,
+) -> Result<UnixStream, StepdError> {
     let connect_err = |source: io::Error| StepdError::Connect {
         path: path.to_owned(),
         source,
@@ -63,6 +94,7 @@ pub(crate) fn connect_stream(path: &Path, deadline: Instant) -> Result<UnixStrea
             Err(errno) => return Err(connect_err(errno.into())),
         }
     }
+    check_peer(&fd, path, peers)?;
     let stream = UnixStream::from(fd);
     // Blocking from here on: the per-call socket timeouts bound each
     // read and write instead.

@@ -31,10 +31,39 @@ pub use protocol::{
     BATCH_STEP_ID, CLIENT_PROTOCOL_VERSION, CodecError, EXTERN_STEP_ID, MAX_NAMESPACE_FDS,
     MAX_XAUTHORITY_LEN, NS_FDS_MIN_VERSION, Namespace, OLDEST_STEPD_VERSION, StepState, X11Display,
 };
-pub use scan::{SCAN_BATCH, scan_step_uids};
+pub use scan::{SCAN_WINDOW, ScanAnswer, scan_step_uids};
 
 /// A namespace of the job as the client hands it out, its descriptor ours.
 pub type NamespaceFd = Namespace<OwnedFd>;
+
+/// The uids a stepd's listener may run as, checked with `SO_PEERCRED`
+/// right after every connect and before a byte is sent: root and
+/// SlurmdUser. The socket file's owner is a first filter only; the
+/// credentials of the process behind it are what is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepdPeers {
+    uids: Vec<u32>,
+}
+
+impl StepdPeers {
+    /// Exactly these uids (root is not added: a test may leave it out).
+    pub fn from_uids(uids: impl Into<Vec<u32>>) -> StepdPeers {
+        StepdPeers { uids: uids.into() }
+    }
+
+    /// Root alone, SlurmdUser's default.
+    pub fn root_only() -> StepdPeers {
+        StepdPeers { uids: vec![0] }
+    }
+
+    pub fn allows(&self, uid: u32) -> bool {
+        self.uids.contains(&uid)
+    }
+
+    pub fn uids(&self) -> &[u32] {
+        &self.uids
+    }
+}
 
 /// Everything that can go wrong talking to one stepd; each names the socket.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +92,8 @@ pub enum StepdError {
         op: &'static str,
         detail: String,
     },
+    #[error("stepd socket {} is served by uid {uid} (pid {pid}), neither root nor SlurmdUser: not asked", .path.display())]
+    UntrustedPeer { path: PathBuf, uid: u32, pid: i32 },
     #[error("i/o error on stepd socket {} during {op}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -95,6 +126,7 @@ impl StepdError {
             | StepdError::HandshakeRejected { path, .. }
             | StepdError::Rejected { path, .. }
             | StepdError::Protocol { path, .. }
+            | StepdError::UntrustedPeer { path, .. }
             | StepdError::Io { path, .. } => path,
         }
     }

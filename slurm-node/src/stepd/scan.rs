@@ -13,67 +13,122 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, MsgFlags, UnixAddr};
 
-use super::connect::{CONNECT_RETRY_FIRST, CONNECT_RETRY_MAX, nonblocking_socket};
+use super::connect::{CONNECT_RETRY_FIRST, CONNECT_RETRY_MAX, check_peer, nonblocking_socket};
 use super::decode::{UidExchange, Want};
 use super::protocol::{INT_LEN, op};
-use super::{StepdClient, StepdError};
+use super::{StepdClient, StepdError, StepdPeers};
 
-/// At most this many stepd sockets are connecting at once in
-/// [`scan_step_uids`], so a node with thousands of stale sockets cannot use
-/// up sshd's descriptors. A caller that keeps only some of the returned
-/// connections should pass at most this many paths per call.
-pub const SCAN_BATCH: usize = 256;
+/// At most this many stepd sockets are open at once in [`scan_step_uids`],
+/// so a node with thousands of steps (or stale sockets) cannot use up
+/// sshd's descriptors. A hung stepd holds its slot until the deadline;
+/// the others are refilled as each answers, so it takes this many hung
+/// stepds at once before a healthy one waits. 256 is far more stepds than
+/// a node has hung at one time (each is a wedged job), and far fewer fds
+/// than sshd's limit (1024 soft at the least).
+pub const SCAN_WINDOW: usize = 256;
 
-/// Connect to every socket, send the handshake and STEP_UID to each at
-/// once, and collect the answers as they arrive (poll), all within
-/// `deadline`. The results are in the order of `paths`; each success is a
-/// connection in step for further requests, with `deadline` as its own.
-///
-/// No threads: non-blocking sockets and one `poll` over all of them, so a
-/// hung stepd costs the others nothing. Sockets are handled
-/// [`SCAN_BATCH`] at a time; the successful connections stay open in the
-/// result.
-pub fn scan_step_uids(
-    paths: &[PathBuf],
-    deadline: Instant,
-) -> Vec<Result<(StepdClient, u32), StepdError>> {
-    let mut results = Vec::with_capacity(paths.len());
-    for batch in paths.chunks(SCAN_BATCH) {
-        results.extend(scan_batch(batch, deadline));
-    }
-    results
+/// What one stepd said of its step's owner.
+#[derive(Debug)]
+pub enum ScanAnswer {
+    /// The caller kept it: the connection is in step for further requests.
+    Kept {
+        client: StepdClient,
+        uid: u32,
+    },
+    /// Answered, and closed as soon as it had, since the caller did not
+    /// want it: it never held a window slot past its answer.
+    Closed {
+        uid: u32,
+    },
+    Failed(StepdError),
 }
 
-type ScanResult = Result<(StepdClient, u32), StepdError>;
+/// Connect to every socket, check its listener's credentials against
+/// `peers`, send the handshake and STEP_UID at once, and collect the
+/// answers as they arrive (poll), all within `deadline`. The answers are
+/// in the order of `paths`. `keep(uid)` says which answered connections
+/// stay open (with `deadline` as their own); the rest are closed as soon
+/// as they answer.
+///
+/// No threads: non-blocking sockets and one `poll` over all of them, so a
+/// hung stepd costs the others nothing. At most [`SCAN_WINDOW`] are open
+/// at once, a new one opened as soon as one finishes (kept connections
+/// leave the window too: they are the caller's).
+pub fn scan_step_uids(
+    paths: &[PathBuf],
+    peers: &StepdPeers,
+    deadline: Instant,
+    keep: impl FnMut(u32) -> bool,
+) -> Vec<ScanAnswer> {
+    scan_windowed(paths, peers, deadline, SCAN_WINDOW, keep)
+}
+
 /// One step of a probe: the stepd's version and the uid once answered.
 type ProbeStep = Result<Option<(u32, u32)>, StepdError>;
 
-fn scan_batch(paths: &[PathBuf], deadline: Instant) -> Vec<ScanResult> {
-    let mut results: Vec<Option<ScanResult>> = paths.iter().map(|_| None).collect();
-    let mut probes: Vec<Option<UidProbe>> = paths.iter().map(|_| None).collect();
-    if Instant::now() < deadline {
-        for ((path, probe), result) in paths.iter().zip(&mut probes).zip(&mut results) {
-            match UidProbe::new(path) {
-                Ok(p) => *probe = Some(p),
-                Err(e) => *result = Some(Err(e)),
-            }
-        }
-    }
+/// The sliding window of [`scan_step_uids`], of `window` probes.
+fn scan_windowed(
+    paths: &[PathBuf],
+    peers: &StepdPeers,
+    deadline: Instant,
+    window: usize,
+    mut keep: impl FnMut(u32) -> bool,
+) -> Vec<ScanAnswer> {
+    let window = window.max(1);
+    let mut answers: Vec<Option<ScanAnswer>> = paths.iter().map(|_| None).collect();
+    // The probes in the window, with their index in `paths`.
+    let mut open: Vec<(usize, UidProbe<'_>)> = Vec::with_capacity(window.min(paths.len()));
+    let mut unopened = paths.iter().enumerate().peekable();
     let mut pause = CONNECT_RETRY_FIRST;
     let mut next_connect = Instant::now();
     loop {
-        let now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             break;
         }
+        // Refill the window. A probe that finishes at once (nobody
+        // listens, an untrusted listener) frees its slot at once.
+        while open.len() < window {
+            let Some(&(i, path)) = unopened.peek() else {
+                break;
+            };
+            let mut probe = match UidProbe::new(path, peers) {
+                Ok(p) => p,
+                // Out of descriptors while some of ours are open: this one
+                // waits for a slot to free instead of failing.
+                Err(e) if out_of_fds(&e) && !open.is_empty() => break,
+                Err(e) => {
+                    unopened.next();
+                    set(&mut answers, i, ScanAnswer::Failed(e));
+                    continue;
+                }
+            };
+            unopened.next();
+            match probe.try_connect() {
+                Ok(None) => open.push((i, probe)),
+                Ok(Some((version, uid))) => {
+                    let answer = answered(probe, version, uid, deadline, &mut keep);
+                    set(&mut answers, i, answer);
+                }
+                Err(e) => set(&mut answers, i, ScanAnswer::Failed(e)),
+            }
+        }
+        let now = Instant::now();
         let mut connecting = false;
         if now >= next_connect {
-            for (probe, result) in probes.iter_mut().zip(&mut results) {
-                if probe.as_ref().is_some_and(|p| !p.connected) {
-                    settle(probe, result, deadline, UidProbe::try_connect);
-                    connecting |= probe.as_ref().is_some_and(|p| !p.connected);
-                }
-            }
+            retain_unfinished(
+                &mut open,
+                &mut answers,
+                |p| {
+                    if p.connected {
+                        return Ok(None);
+                    }
+                    let step = p.try_connect();
+                    connecting |= !p.connected;
+                    step
+                },
+                deadline,
+                &mut keep,
+            );
             if connecting {
                 // The backlog of a busy stepd clears when it accepts, which
                 // poll cannot tell us: ask again soon, then less often.
@@ -81,103 +136,150 @@ fn scan_batch(paths: &[PathBuf], deadline: Instant) -> Vec<ScanResult> {
                 pause = (pause * 2).min(CONNECT_RETRY_MAX);
             }
         } else {
-            connecting = probes.iter().flatten().any(|p| !p.connected);
+            connecting = open.iter().any(|(_, p)| !p.connected);
         }
-        let (ready, polled) = {
-            let mut watched = Vec::new();
-            let mut fds = Vec::new();
-            for (i, probe) in probes.iter().enumerate() {
-                if let Some(p) = probe.as_ref().filter(|p| p.connected) {
-                    let mut events = PollFlags::POLLIN;
-                    if !p.exchange.unsent().is_empty() {
-                        events |= PollFlags::POLLOUT;
-                    }
-                    fds.push(PollFd::new(p.fd.as_fd(), events));
-                    watched.push(i);
+        if open.is_empty() && unopened.peek().is_none() {
+            break;
+        }
+        let mut fds: Vec<PollFd<'_>> = open
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .map(|(_, p)| {
+                let mut events = PollFlags::POLLIN;
+                if !p.exchange.unsent().is_empty() {
+                    events |= PollFlags::POLLOUT;
                 }
-            }
-            if fds.is_empty() && !connecting {
-                break;
-            }
-            let mut wake = deadline;
-            if connecting {
-                wake = wake.min(next_connect);
-            }
-            let polled = poll(
-                &mut fds,
-                poll_timeout(wake.saturating_duration_since(Instant::now())),
-            );
-            let ready: Vec<(usize, PollFlags)> = watched
-                .iter()
-                .zip(&fds)
-                .filter_map(|(&i, fd)| {
-                    fd.revents()
-                        .filter(|r| !r.is_empty())
-                        .map(|revents| (i, revents))
-                })
-                .collect();
-            (ready, polled)
-        };
+                PollFd::new(p.fd.as_fd(), events)
+            })
+            .collect();
+        let mut wake = deadline;
+        if connecting {
+            wake = wake.min(next_connect);
+        }
+        let polled = poll(
+            &mut fds,
+            poll_timeout(wake.saturating_duration_since(Instant::now())),
+        );
+        let mut ready = fds
+            .iter()
+            .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+            .collect::<Vec<_>>()
+            .into_iter();
+        drop(fds);
         match polled {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(errno) => {
-                for (probe, result) in probes.iter_mut().zip(&mut results) {
-                    if let Some(p) = probe.take() {
-                        *result = Some(Err(p.io(io::Error::from(errno))));
-                    }
+                for (i, p) in open.drain(..) {
+                    set(&mut answers, i, ScanAnswer::Failed(p.io(errno.into())));
+                }
+                for (i, path) in unopened.by_ref() {
+                    let source = io::Error::from(errno);
+                    let e = StepdError::Io {
+                        path: path.clone(),
+                        op: op::CONNECT,
+                        source,
+                    };
+                    set(&mut answers, i, ScanAnswer::Failed(e));
                 }
                 break;
             }
         }
-        for (i, revents) in ready {
-            let (Some(probe), Some(result)) = (probes.get_mut(i), results.get_mut(i)) else {
-                continue;
-            };
-            if revents.contains(PollFlags::POLLOUT) {
-                settle(probe, result, deadline, UidProbe::try_send);
-            }
-            if revents.intersects(
-                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL,
-            ) {
-                settle(probe, result, deadline, UidProbe::try_recv);
-            }
-        }
+        retain_unfinished(
+            &mut open,
+            &mut answers,
+            |p| {
+                if !p.connected {
+                    return Ok(None);
+                }
+                let revents = ready.next().unwrap_or(PollFlags::empty());
+                if revents.contains(PollFlags::POLLOUT) {
+                    if let Some(answer) = p.try_send()? {
+                        return Ok(Some(answer));
+                    }
+                }
+                if revents.intersects(
+                    PollFlags::POLLIN
+                        | PollFlags::POLLHUP
+                        | PollFlags::POLLERR
+                        | PollFlags::POLLNVAL,
+                ) {
+                    return p.try_recv();
+                }
+                Ok(None)
+            },
+            deadline,
+            &mut keep,
+        );
+    }
+    for (i, p) in open {
+        set(&mut answers, i, ScanAnswer::Failed(p.timeout()));
     }
     paths
         .iter()
-        .zip(probes)
-        .zip(results)
-        .map(|((path, probe), result)| match (result, probe) {
-            (Some(result), _) => result,
-            (None, Some(p)) => Err(p.timeout()),
-            (None, None) => Err(StepdError::Timeout {
-                path: path.clone(),
-                op: op::CONNECT,
-            }),
+        .zip(answers)
+        .map(|(path, answer)| {
+            answer.unwrap_or_else(|| {
+                ScanAnswer::Failed(StepdError::Timeout {
+                    path: path.clone(),
+                    op: op::CONNECT,
+                })
+            })
         })
         .collect()
 }
 
-/// Advance one probe with `step`; a finished one (answered or failed)
-/// moves from `probe` to `result`, its socket kept or closed.
-fn settle(
-    probe: &mut Option<UidProbe>,
-    result: &mut Option<ScanResult>,
+fn set(answers: &mut [Option<ScanAnswer>], i: usize, answer: ScanAnswer) {
+    if let Some(slot) = answers.get_mut(i) {
+        *slot = Some(answer);
+    }
+}
+
+/// socket(2) failed for want of a descriptor (ours or the system's).
+fn out_of_fds(e: &StepdError) -> bool {
+    matches!(
+        e,
+        StepdError::Connect { source, .. }
+            if source.raw_os_error().map(Errno::from_raw) .is_some_and(|errno| matches!(errno, Errno::EMFILE | Errno::ENFILE))
+    )
+}
+
+/// Advance every open probe with `step`; the finished ones (answered or
+/// failed) leave the window, their answers recorded.
+fn retain_unfinished<'p>(
+    open: &mut Vec<(usize, UidProbe<'p>)>,
+    answers: &mut [Option<ScanAnswer>],
+    mut step: impl FnMut(&mut UidProbe<'p>) -> ProbeStep,
     deadline: Instant,
-    step: fn(&mut UidProbe) -> ProbeStep,
+    keep: &mut impl FnMut(u32) -> bool,
 ) {
-    let Some(p) = probe.as_mut() else {
-        return;
-    };
-    match step(p) {
-        Ok(None) => {}
-        Ok(Some((version, uid))) => {
-            *result = probe.take().map(|p| p.into_client(deadline, version, uid));
+    let mut still_open = Vec::with_capacity(open.len());
+    for (i, mut probe) in open.drain(..) {
+        match step(&mut probe) {
+            Ok(None) => still_open.push((i, probe)),
+            Ok(Some((version, uid))) => {
+                set(answers, i, answered(probe, version, uid, deadline, keep))
+            }
+            Err(e) => set(answers, i, ScanAnswer::Failed(e)),
         }
-        Err(e) => {
-            *probe = None;
-            *result = Some(Err(e));
-        }
+    }
+    *open = still_open;
+}
+
+/// A probe that has its answer: kept as a client if the caller wants
+/// its uid, else closed here.
+fn answered(
+    probe: UidProbe<'_>,
+    version: u32,
+    uid: u32,
+    deadline: Instant,
+    keep: &mut impl FnMut(u32) -> bool,
+) -> ScanAnswer {
+    if !keep(uid) {
+        return ScanAnswer::Closed { uid };
+    }
+    match probe.into_client(deadline, version) {
+        Ok(client) => ScanAnswer::Kept { client, uid },
+        Err(e) => ScanAnswer::Failed(e),
     }
 }
 
@@ -193,21 +295,24 @@ fn poll_timeout(left: Duration) -> PollTimeout {
 /// One stepd being asked its step's uid on a non-blocking socket: the
 /// socket, and the codec's state for what goes over it.
 #[derive(Debug)]
-struct UidProbe {
+struct UidProbe<'a> {
     path: PathBuf,
     addr: UnixAddr,
     fd: OwnedFd,
+    /// Whom the listener may run as.
+    peers: &'a StepdPeers,
     connected: bool,
     exchange: UidExchange,
 }
 
-impl UidProbe {
-    fn new(path: &Path) -> Result<UidProbe, StepdError> {
+impl<'a> UidProbe<'a> {
+    fn new(path: &Path, peers: &'a StepdPeers) -> Result<UidProbe<'a>, StepdError> {
         let (addr, fd) = nonblocking_socket(path)?;
         Ok(UidProbe {
             path: path.to_owned(),
             addr,
             fd,
+            peers,
             connected: false,
             exchange: UidExchange::new(),
         })
@@ -222,10 +327,12 @@ impl UidProbe {
         }
     }
 
-    /// Some (version, uid) when the whole reply is in.
+    /// Some (version, uid) when the whole reply is in. Nothing is sent
+    /// before the listener's credentials passed.
     fn try_connect(&mut self) -> ProbeStep {
         match socket::connect(self.fd.as_raw_fd(), &self.addr) {
             Ok(()) | Err(Errno::EISCONN) => {
+                check_peer(&self.fd, &self.path, self.peers)?;
                 self.connected = true;
                 self.try_send()
             }
@@ -306,7 +413,7 @@ impl UidProbe {
 
     /// The answered probe as a blocking connection, in step for the
     /// requests after STEP_UID.
-    fn into_client(self, deadline: Instant, version: u32, uid: u32) -> ScanResult {
+    fn into_client(self, deadline: Instant, version: u32) -> Result<StepdClient, StepdError> {
         let stream = UnixStream::from(self.fd);
         // Blocking from here on: the per-call socket timeouts bound each
         // read and write instead.
@@ -317,9 +424,129 @@ impl UidProbe {
                 source,
             });
         }
-        Ok((
-            StepdClient::in_step(stream, self.path, deadline, version),
-            uid,
-        ))
+        Ok(StepdClient::in_step(stream, self.path, deadline, version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use std::thread;
+
+    fn me() -> StepdPeers {
+        StepdPeers::from_uids(vec![nix::unistd::geteuid().as_raw()])
+    }
+
+    /// A stepd that answers the handshake with 0x2600 and STEP_UID with
+    /// `uid`, then waits for the client to close.
+    fn healthy(path: &Path, uid: u32) -> thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).expect("bind");
+        thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 2 * INT_LEN];
+            conn.read_exact(&mut request)
+                .expect("handshake and STEP_UID");
+            let mut reply = 0x2600i32.to_ne_bytes().to_vec();
+            reply.extend(uid.to_ne_bytes());
+            conn.write_all(&reply).expect("reply");
+            let mut rest = Vec::new();
+            let _ = conn.read_to_end(&mut rest);
+        })
+    }
+
+    #[test]
+    fn hung_stepds_hold_their_slots_and_the_rest_flow_past_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut paths = Vec::new();
+        // Listening, never accepting: connect succeeds, no reply ever.
+        let mut hung = Vec::new();
+        for job in 0..3 {
+            let path = dir.path().join(format!("n1_{job}.4294967292"));
+            hung.push(UnixListener::bind(&path).expect("bind"));
+            paths.push(path);
+        }
+        let mut servers = Vec::new();
+        for job in 3..23u32 {
+            let path = dir.path().join(format!("n1_{job}.4294967292"));
+            servers.push(healthy(&path, 1000 + job));
+            paths.push(path);
+        }
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        // Three of the four slots stay taken by the hung stepds, which
+        // come first: every healthy one goes through the last slot.
+        let answers = scan_windowed(&paths, &me(), deadline, 4, |uid| uid == 1010);
+        assert!(Instant::now() < deadline + Duration::from_millis(500));
+        assert_eq!(answers.len(), paths.len());
+        for (path, answer) in paths.iter().zip(&answers).take(3) {
+            match answer {
+                ScanAnswer::Failed(StepdError::Timeout { path: p, op }) => {
+                    assert_eq!(p, path);
+                    assert_ne!(*op, op::CONNECT, "connected, then no reply");
+                }
+                other => panic!("{}: expected a timeout, got {other:?}", path.display()),
+            }
+        }
+        for (job, answer) in (3..23u32).zip(answers.iter().skip(3)) {
+            match answer {
+                ScanAnswer::Kept { client, uid } => {
+                    assert_eq!((job, *uid), (10, 1010));
+                    assert_eq!(client.protocol_version(), 0x2600);
+                }
+                ScanAnswer::Closed { uid } => {
+                    assert_ne!(job, 10);
+                    assert_eq!(*uid, 1000 + job);
+                }
+                ScanAnswer::Failed(e) => panic!("job {job}: {e}"),
+            }
+        }
+        drop(answers);
+        for s in servers {
+            s.join().expect("server");
+        }
+    }
+
+    #[test]
+    fn sockets_nobody_listens_on_free_their_slot_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut paths: Vec<PathBuf> = (0..10)
+            .map(|j| dir.path().join(format!("n1_{j}.4294967292")))
+            .collect();
+        let path = dir.path().join("n1_99.4294967292");
+        let server = healthy(&path, 7);
+        paths.push(path);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answers = scan_windowed(&paths, &me(), deadline, 1, |_| false);
+        let (last, missing) = answers.split_last().expect("answers");
+        assert!(matches!(last, ScanAnswer::Closed { uid: 7 }), "{last:?}");
+        for a in missing {
+            assert!(
+                matches!(a, ScanAnswer::Failed(e) if e.is_stale_socket()),
+                "{a:?}"
+            );
+        }
+        server.join().expect("server");
+    }
+
+    #[test]
+    fn an_untrusted_listener_is_failed_and_sent_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n1_5.4294967292");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let others = StepdPeers::from_uids(vec![nix::unistd::geteuid().as_raw().wrapping_add(1)]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answers = scan_step_uids(std::slice::from_ref(&path), &others, deadline, |_| true);
+        assert!(
+            matches!(
+                answers.as_slice(),
+                [ScanAnswer::Failed(StepdError::UntrustedPeer { .. })]
+            ),
+            "{answers:?}"
+        );
+        let (mut conn, _) = listener.accept().expect("the connect was queued");
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).expect("read");
+        assert_eq!(got, b"", "nothing may reach an untrusted listener");
     }
 }

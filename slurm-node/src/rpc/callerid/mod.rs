@@ -41,7 +41,7 @@ pub use reply::{CallerIdAnswer, CallerIdReply, CredentialCheck};
 ///
 /// `versions` are tried newest first, each on a new connection, moving on
 /// only when the slurmd refuses the version. The reply must be munge-signed
-/// by one of `trusted_uids` (root and SlurmUser) over a K12 hash of its
+/// by one of `trusted_uids` (root, SlurmUser and SlurmdUser) over a K12 hash of its
 /// body. Nothing blocks past `deadline`.
 pub fn query_callerid(
     slurmd: SocketAddr,
