@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selection};
 
-pub use crate::node::Adopted;
 use crate::node::{AdoptError, NodeError};
+pub use crate::node::{Adopted, Untrusted};
 use crate::options::{AdoptFailureAction, GenericFailureAction, Options};
 use crate::outcome::{Decision, LogLine, Outcome, Priority, Reason};
 
@@ -46,15 +46,6 @@ pub struct Unreachable {
     pub error: String,
     /// Nobody listens on the socket: its stepd exited, no job lives there.
     pub stale: bool,
-}
-
-/// A stepd socket whose listener runs as neither root nor SlurmdUser
-/// (`SO_PEERCRED`), so it was never asked anything.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untrusted {
-    pub socket: PathBuf,
-    pub uid: u32,
-    pub pid: i32,
 }
 
 /// What asking the node's extern stepds found.

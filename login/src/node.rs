@@ -17,8 +17,6 @@ use slurm_node::stepd::{
     scan_step_uids,
 };
 
-use crate::decide::Untrusted;
-
 use crate::options::{AdoptVia, Options};
 
 const PROC_ROOT: &str = "/proc";
@@ -144,6 +142,15 @@ impl UserJob {
             started: self.socket.ctime,
         }
     }
+}
+
+/// A stepd socket whose listener runs as neither root nor SlurmdUser
+/// (`SO_PEERCRED`), so it was never asked anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untrusted {
+    pub socket: PathBuf,
+    pub uid: u32,
+    pub pid: i32,
 }
 
 /// What a scan of the spool directory found.
