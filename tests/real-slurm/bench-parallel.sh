@@ -7,7 +7,9 @@
 # p50/p99, and for ours the module's own time (the decision line's usec=).
 #
 # Correctness, asserted for every login: ours lands in the newest job and
-# writes `decision=adopt job=<newest> reason=newest_job callerid=not_found`
+# writes `decision=adopt job=<newest> reason=newest_job` with
+# `callerid=not_found` (or `failed` when slurmd is slower than the RPC's
+# deadline under the burst)
 # (read from auth.log after a mark); Debian's lands in one of the user's
 # two jobs (its "newest" pick is arbitrary on Debian's build) and logs an
 # adoption. Speed is printed, never asserted.
@@ -125,7 +127,9 @@ batch() {
         wait_until 5 _enough_lines "$mark" "pam_slurm_adopt\[[0-9]+\]: Process [0-9]+ adopted into job ($j1|$j2)$" || true
         lines=$(log_since /var/log/auth.log "$mark" | grep -cE "pam_slurm_adopt\[[0-9]+\]: Process [0-9]+ adopted into job ($j1|$j2)$" || true)
     else
-        local line="pam_adopt\(sshd:account\): user=$user .* decision=adopt job=$j2 reason=newest_job callerid=not_found usec=[0-9]+"
+        # not_found, or failed when 50 RPCs at once keep slurmd past the
+        # RPC's deadline (see the module-only part); newest decides both.
+        local line="pam_adopt\(sshd:account\): user=$user .* decision=adopt job=$j2 reason=newest_job callerid=(not_found|failed) usec=[0-9]+"
         wait_until 5 _enough_lines "$mark" "$line" || true
         { log_since /var/log/auth.log "$mark" | grep -E "$line" || true; } |
             sed -nE 's/.* usec=([0-9]+).*/\1/p' >>"$work/$m.usec"
@@ -197,14 +201,19 @@ probe_batch() {
         # lines after 5 s), so the count waits longer and what it asserts
         # is that no line says anything else and one line per probe at least
         # arrived; the probes' rc=0 above is the per-transaction check.
-        local line="pam_adopt\(sshd:account\): user=$user .* decision=adopt job=$j2 reason=newest_job callerid=not_found usec=[0-9]+"
+        # The callerid answer is either not_found (the source is no job)
+        # or failed: 50 RPCs at once can keep slurmd past the RPC's half
+        # of the budget on a loaded 2-core host. Either way the choice
+        # falls to action_unknown=newest; how many failed is printed.
+        local line="pam_adopt\(sshd:account\): user=$user .* decision=adopt job=$j2 reason=newest_job callerid=(not_found|failed) usec=[0-9]+"
         local any="pam_adopt\(sshd:account\): user=$user .* decision="
         local want=$((n * (tx + 1))) others # pam-probe adds one warm-up transaction
         wait_until 20 _enough_probe_lines "$mark" "$line" "$want" || true
         lines=$(log_since /var/log/auth.log "$mark" | grep -cE "$line" || true)
         others=$(log_since /var/log/auth.log "$mark" | grep -E "$any" | grep -cvE "$line" || true)
-        check "$(label_of "$m") module only: every decision line is adopt job=$j2 newest_job callerid=not_found ($lines of $want arrived, $others other)" \
+        check "$(label_of "$m") module only: every decision line is adopt job=$j2 newest_job ($lines of $want arrived, $others other)" \
             test "$others" -eq 0 -a "$lines" -ge "$n"
+        echo "  $(label_of "$m") module only: callerid=failed in $(log_since /var/log/auth.log "$mark" | grep -cE "$any.* callerid=failed" || true) of $lines lines (slurmd past the RPC's deadline)"
     fi
     echo "$(((t1 - t0) / 1000000))" >"$work/probe-$m.wall"
     sleep 2 # the stepds' watcher threads for the probes end after they exit
