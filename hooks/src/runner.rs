@@ -10,7 +10,8 @@ use nix::unistd::User;
 use crate::config::{ConfigError, DEFAULT_PATH, HookConfig};
 use crate::job_env::JobEnv;
 use crate::lifecycle::{JobUser, NodeSpool};
-use slurm_node::conf::SlurmConf;
+use slurm_node::confsource::{self, ConfOrigin, ConfigSources};
+use slurm_node::nodename::{self, NameQuery};
 use slurm_node::syslog::{DEV_LOG, Severity, Syslog};
 
 /// Every message goes to stderr as `TAG: message` and to syslog (daemon
@@ -97,16 +98,33 @@ pub fn slurm_conf_path(config: &HookConfig, env: &JobEnv) -> PathBuf {
 }
 
 /// This node's spool directory and the owners a stepd socket may have.
+///
+/// `conf_path` is SLURM_CONF as slurmd passed it, or adopt.toml's
+/// `slurm_conf`; left at the default, slurm.conf is found as the module
+/// finds it (the default file, else slurmd's configless cache). The node
+/// is SLURMD_NODENAME, else resolved as the module resolves it.
 pub fn node_spool(conf_path: &Path, env: &JobEnv) -> Result<NodeSpool, String> {
-    let conf = SlurmConf::load(conf_path).map_err(|e| e.to_string())?;
-    let node_name = match &env.node_name {
-        Some(name) => name.clone(),
+    let sources = ConfigSources::system();
+    let explicit = (conf_path != Path::new(confsource::DEFAULT_CONF)).then_some(conf_path);
+    let (conf, found) = confsource::load(explicit, &sources).map_err(|e| e.to_string())?;
+    let hostname = match &env.node_name {
+        Some(_) => String::new(),
         None => slurm_node::nodename::local_hostname().map_err(|e| e.to_string())?,
     };
+    let choice = nodename::choose(
+        &conf,
+        &NameQuery {
+            given: env.node_name.as_deref(),
+            hostname: &hostname,
+            host_name_fallback: found.origin == ConfOrigin::ConfiglessCache,
+            root: &sources.root,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     Ok(NodeSpool {
-        spool_dir: conf.spool_dir(&conf.node_or_unlisted(&node_name)),
+        spool_dir: choice.spool_dir,
         trusted_uids: slurm_node::spool::trusted_owners(&conf.slurm_user),
-        node_name,
+        node_name: choice.node.name,
     })
 }
 
