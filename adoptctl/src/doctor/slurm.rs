@@ -317,7 +317,7 @@ fn node_check(
                 "login-node",
                 Some((path, None)),
                 format!(
-                    "{asked} is in no NodeName line; the module takes it for dynamic node {}",
+                    "{asked} is in no NodeName line; the module takes it for a dynamic node: {}",
                     d.root().shown_text(&choice.describe())
                 ),
             );
