@@ -5,9 +5,9 @@
 //! be named with `nodename=` instead.
 //!
 //! A dynamic node (`slurmd -Z`) is in no NodeName line. Slurm's stepd API
-//! then falls back to the host name: the short one up to 25.11, the full
-//! `gethostname()` from 26.05 on (`_guess_nodename` in
-//! `src/common/stepd_api.c`). [`choose`] tries both, in that order, and
+//! (`_guess_nodename` in `src/common/stepd_api.c`) then has no name up to
+//! 23.11, falls back to the short host name from 24.05, and to the full
+//! `gethostname()` from 26.05 on. [`choose`] tries both, in that order, and
 //! lets the spool settle it: the stepd sockets there are named after the
 //! node slurmd registered as.
 
