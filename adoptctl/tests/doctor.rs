@@ -1395,7 +1395,7 @@ fn a_dynamic_node_is_named_from_the_copys_hostname() {
         msg.contains("host dyn7.example.org is in no NodeName line"),
         "{msg}"
     );
-    assert!(msg.contains("node name dyn7 "), "{msg}");
+    assert!(msg.contains("node name dyn7.example.org "), "{msg}");
     assert!(msg.contains("spool /var/spool/slurmd"), "{msg}");
 
     // The same name given is a dynamic node too, on a configless node.

@@ -56,7 +56,8 @@ pub enum NameSource {
     /// An unlisted host whose spool holds sockets of exactly one node.
     SpoolSockets,
     /// An unlisted host on a configless node with no stepd sockets yet:
-    /// the short host name, as slurmd -Z registers by default.
+    /// the full host name, which `slurmd -Z` without `-N` registers as
+    /// (`_dynamic_init` in `src/slurmd/slurmd/slurmd.c`).
     HostName,
 }
 
@@ -109,7 +110,7 @@ pub struct NameQuery<'a> {
 /// NodeHostname entry matching the host ([`resolve`]); for a host no line
 /// names, the one node whose stepd sockets are in the spool (SlurmdSpoolDir
 /// expanded for the short and for the full host name); failing that, the
-/// short host name when `host_name_fallback` allows it. Sockets of several
+/// full host name when `host_name_fallback` allows it. Sockets of several
 /// nodes are an error, never a guess.
 pub fn choose(conf: &SlurmConf, query: &NameQuery<'_>) -> Result<NodeChoice, NodeNameError> {
     let pick = |node: NodeEntry, source| NodeChoice {
@@ -171,7 +172,7 @@ pub fn choose(conf: &SlurmConf, query: &NameQuery<'_>) -> Result<NodeChoice, Nod
             })
         }
         _ if query.host_name_fallback => {
-            Ok(pick(conf.node_or_unlisted(short), NameSource::HostName))
+            Ok(pick(conf.node_or_unlisted(hostname), NameSource::HostName))
         }
         _ => Err(unlisted()),
     }
@@ -354,7 +355,7 @@ mod tests {
                 None,
                 "dyn-a.example.org",
                 true,
-                "dyn-a",
+                "dyn-a.example.org",
                 NameSource::HostName,
             ),
             ("", None, "dyn-a", true, "dyn-a", NameSource::HostName),
