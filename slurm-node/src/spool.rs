@@ -792,6 +792,28 @@ mod tests {
     }
 
     #[test]
+    fn node_names_are_read_from_socket_names() {
+        let node = |n: &str| socket_node_name(n.as_bytes());
+        assert_eq!(node("c1_12.4294967292").as_deref(), Some("c1"));
+        assert_eq!(node("k8s_pod_3_7.0.1").as_deref(), Some("k8s_pod_3"));
+        assert_eq!(
+            node("d1.mc.test_5.4294967292").as_deref(),
+            Some("d1.mc.test")
+        );
+        for bad in [
+            "_12.0",
+            "c1_12",
+            "c1_012.0",
+            "c1_1.2.3.4",
+            "c1",
+            "c1_x.0",
+            "cred_state",
+        ] {
+            assert_eq!(node(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn names_parse_strictly() {
         let ok = |name: &str| parse_socket_name(name.as_bytes(), NODE);
         assert_eq!(
