@@ -44,11 +44,15 @@ impl NodeOps for DryRun {
     fn load_node(&mut self, opts: &Options) -> Result<(), NodeError> {
         self.live.load_node(opts)?;
         if let Some(view) = self.live.view() {
-            println!("config:     {}", opts.conf.display());
+            println!("config:     {}", view.conf.path.display());
             println!("node:       {}", view.node.name);
             println!("spool dir:  {}", view.spool_dir.display());
         }
         Ok(())
+    }
+
+    fn found(&self) -> Vec<String> {
+        self.live.found()
     }
 
     fn scan_user_jobs(&mut self, uid: u32, deadline: Instant) -> Result<JobScan, NodeError> {

@@ -36,6 +36,9 @@ Examples:
 Files:
   /etc/slurm/slurm.conf   read unless conf= is among the module arguments
                           (SLURM_CONF in the environment is never read)
+  /run/slurm/conf/        slurmd's configless cache, read when there is no
+                          /etc/slurm/slurm.conf (root's, not writable by
+                          group or others)
   cgroup.conf             beside slurm.conf
   SlurmdSpoolDir          the <NodeName>_<job>.4294967292 stepd sockets
 
@@ -107,7 +110,8 @@ enum Command {
         /// found from the host name the way the module does).
         #[arg(long, value_name = "NAME")]
         nodename: Option<String>,
-        /// The host name to look up in slurm.conf instead of this host's.
+        /// The host name to look up in slurm.conf instead of this host's
+        /// (under --root, instead of the copy's etc/hostname).
         #[arg(long, value_name = "NAME", conflicts_with = "nodename")]
         hostname: Option<String>,
         /// Treat files under DIR (a node path) as on a network filesystem.

@@ -1251,3 +1251,212 @@ fn doctor_and_the_module_agree_on_a_real_symlinked_spool() {
     assert!(line.starts_with("fail  spool-dir"), "{line}");
     assert!(line.contains(&refusal), "doctor: {line}\nmodule: {refusal}");
 }
+
+// ---- Configless and dynamic nodes ----
+
+const CACHE: &str = "var/spool/slurmd/conf-cache";
+
+impl Node {
+    /// The good node made configless: no /etc/slurm/slurm.conf, slurmd's
+    /// cache in SlurmdSpoolDir/conf-cache, /run/slurm/conf linking to it,
+    /// as slurmd lays them out.
+    fn configless() -> Node {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the cache's link is followed only through root-owned directories: run cargo test as root"
+        );
+        let n = Node::new();
+        fs::create_dir_all(n.path(CACHE)).expect("mkdir");
+        let conf = fs::read_to_string(n.path("etc/slurm/slurm.conf")).expect("read");
+        n.write(
+            &format!("{CACHE}/slurm.conf"),
+            &conf.replace(
+                "SlurmUser=slurm\n",
+                "SlurmUser=slurm\nSlurmctldParameters=enable_configless\n",
+            ),
+        );
+        fs::rename(
+            n.path("etc/slurm/cgroup.conf"),
+            n.path(&format!("{CACHE}/cgroup.conf")),
+        )
+        .expect("mv cgroup.conf");
+        fs::remove_file(n.path("etc/slurm/slurm.conf")).expect("rm");
+        fs::create_dir_all(n.path("run/slurm")).expect("mkdir");
+        std::os::unix::fs::symlink("/var/spool/slurmd/conf-cache", n.path("run/slurm/conf"))
+            .expect("symlink");
+        n
+    }
+
+    /// doctor on the copy with no --nodename or --hostname.
+    fn doctor_as_copy(&self, extra: &[&str]) -> Report {
+        let out = Command::new(env!("CARGO_BIN_EXE_adoptctl"))
+            .arg("doctor")
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(extra)
+            .output()
+            .expect("run adoptctl");
+        Report {
+            code: out.status.code().expect("exit code"),
+            text: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+const CACHED_CONF: &str = "/var/spool/slurmd/conf-cache/slurm.conf";
+
+#[test]
+fn a_correct_configless_node_passes() {
+    let r = Node::configless().doctor(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.text, r.stderr);
+    let msg = r.expect("ok", "configless", CACHED_CONF);
+    assert!(msg.contains("no /etc/slurm/slurm.conf"), "{msg}");
+    assert!(msg.contains("enable_configless"), "{msg}");
+    let msg = r.expect("ok", "configless", "-");
+    assert!(msg.contains("must come from the node image"), "{msg}");
+    // The cached files are the ones judged, line by line.
+    r.expect("ok", "prolog-flags", &format!("{CACHED_CONF}:11"));
+    r.expect("ok", "login-node", &format!("{CACHED_CONF}:18"));
+    let msg = r.expect("ok", "slurm-conf", CACHED_CONF);
+    assert!(msg.contains("conf-cache/cgroup.conf"), "{msg}");
+}
+
+#[test]
+fn a_configless_node_without_contain_fails_at_the_cached_line() {
+    let n = Node::configless();
+    n.edit(
+        &format!("{CACHE}/slurm.conf"),
+        "PrologFlags=Contain,X11",
+        "PrologFlags=Alloc",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    r.expect("fail", "prolog-flags", &format!("{CACHED_CONF}:11"));
+    r.only_problem("prolog-flags");
+}
+
+#[test]
+fn a_cache_writable_by_others_is_refused() {
+    let n = Node::configless();
+    n.chmod(CACHE, 0o777);
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "slurm-conf", "/run/slurm/conf");
+    assert!(msg.contains("configless cache"), "{msg}");
+    assert!(msg.contains("writable by group or others"), "{msg}");
+    assert!(msg.ends_with("reason=node_setup"), "{msg}");
+    assert!(!msg.contains(&n.dir.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn a_cached_file_of_another_user_is_refused_with_the_fix() {
+    let n = Node::configless();
+    let file = n.path(&format!("{CACHE}/slurm.conf"));
+    nix::unistd::chown(&file, Some(nix::unistd::Uid::from_raw(4242)), None).expect("chown");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "slurm-conf", CACHED_CONF);
+    assert!(msg.contains("uid 4242"), "{msg}");
+    assert_eq!(
+        r.fix_of("fail", "slurm-conf"),
+        format!("chown root {CACHED_CONF}")
+    );
+
+    let n = Node::configless();
+    n.chmod(&format!("{CACHE}/slurm.conf"), 0o664);
+    let r = n.doctor(&[]);
+    let msg = r.expect("fail", "slurm-conf", CACHED_CONF);
+    assert!(msg.contains("writable by group"), "{msg}");
+    assert_eq!(
+        r.fix_of("fail", "slurm-conf"),
+        format!("chmod go-w {CACHED_CONF}")
+    );
+}
+
+#[test]
+fn no_config_anywhere_fails_naming_both_places() {
+    let n = Node::new();
+    fs::remove_file(n.path("etc/slurm/slurm.conf")).expect("rm");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "slurm-conf", "/etc/slurm/slurm.conf");
+    assert!(msg.contains("/run/slurm/conf/slurm.conf"), "{msg}");
+}
+
+#[test]
+fn a_dynamic_node_is_named_from_the_copys_hostname() {
+    let n = Node::configless();
+    n.write("etc/hostname", "dyn7.example.org\n");
+    let r = n.doctor_as_copy(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.text, r.stderr);
+    let msg = r.expect("ok", "login-node", CACHED_CONF);
+    assert!(
+        msg.contains("host dyn7.example.org is in no NodeName line"),
+        "{msg}"
+    );
+    assert!(msg.contains("node name dyn7.example.org "), "{msg}");
+    assert!(msg.contains("spool /var/spool/slurmd"), "{msg}");
+
+    // The same name given is a dynamic node too, on a configless node.
+    let r = n.doctor(&["--nodename", "dyn7"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let msg = r.expect("ok", "login-node", CACHED_CONF);
+    assert!(msg.contains("dynamic node"), "{msg}");
+}
+
+#[test]
+fn sockets_of_two_nodes_in_the_spool_are_not_guessed_between() {
+    let n = Node::configless();
+    n.write("etc/hostname", "dyn7\n");
+    let _a = std::os::unix::net::UnixListener::bind(n.path("var/spool/slurmd/dyn7_3.4294967292"))
+        .expect("bind");
+    let _b = std::os::unix::net::UnixListener::bind(n.path("var/spool/slurmd/dyn8_4.4294967292"))
+        .expect("bind");
+    let r = n.doctor_as_copy(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "login-node", CACHED_CONF);
+    assert!(msg.contains("dyn7, dyn8"), "{msg}");
+    assert!(msg.contains("nodename="), "{msg}");
+    drop(_b);
+    fs::remove_file(n.path("var/spool/slurmd/dyn8_4.4294967292")).expect("rm");
+    let r = n.doctor_as_copy(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let msg = r.expect("ok", "login-node", CACHED_CONF);
+    assert!(msg.contains("the only node with stepd sockets"), "{msg}");
+}
+
+#[test]
+fn root_copy_host_name_comes_from_its_etc_hostname() {
+    let n = Node::new();
+    n.write("etc/hostname", "c3.example.org\n");
+    let r = n.doctor_as_copy(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let msg = r.expect("ok", "login-node", "/etc/slurm/slurm.conf:17");
+    assert!(
+        msg.contains("host c3.example.org is compute node c3"),
+        "{msg}"
+    );
+    // --hostname still wins over the copy's file.
+    let r = n.doctor_as_copy(&["--hostname", "login1"]);
+    r.expect("fail", "login-node", "/etc/slurm/slurm.conf");
+
+    let r = Node::new().doctor_as_copy(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    let msg = r.expect("warn", "login-node", "/etc/hostname");
+    assert!(msg.contains("no /etc/hostname"), "{msg}");
+}
+
+#[test]
+fn a_conf_server_slurmd_beside_an_etc_slurm_conf_is_a_warning() {
+    let n = Node::new();
+    n.write(
+        "proc/4711/cmdline",
+        "/usr/sbin/slurmd\0-D\0--conf-server\0ctl:6817\0",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 1, "{}", r.text);
+    let msg = r.expect("warn", "configless", "/etc/slurm/slurm.conf");
+    assert!(msg.contains("--conf-server ctl:6817"), "{msg}");
+    r.only_problem("configless");
+}

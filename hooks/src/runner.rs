@@ -10,7 +10,8 @@ use nix::unistd::User;
 use crate::config::{ConfigError, DEFAULT_PATH, HookConfig};
 use crate::job_env::JobEnv;
 use crate::lifecycle::{JobUser, NodeSpool};
-use slurm_node::conf::SlurmConf;
+use slurm_node::confsource::{self, ConfOrigin, ConfigSources};
+use slurm_node::nodename::{self, NameQuery};
 use slurm_node::syslog::{DEV_LOG, Severity, Syslog};
 
 /// Every message goes to stderr as `TAG: message` and to syslog (daemon
@@ -97,19 +98,44 @@ pub fn slurm_conf_path(config: &HookConfig, env: &JobEnv) -> PathBuf {
 }
 
 /// This node's spool directory and the owners a stepd socket may have.
+///
+/// `conf_path` is SLURM_CONF as slurmd passed it, or adopt.toml's
+/// `slurm_conf`; left at the default, slurm.conf is found as the module
+/// finds it (the default file, else slurmd's configless cache). The node
+/// is SLURMD_NODENAME, else resolved as the module resolves it.
 pub fn node_spool(conf_path: &Path, env: &JobEnv) -> Result<NodeSpool, String> {
-    let conf = SlurmConf::load(conf_path).map_err(|e| e.to_string())?;
-    let node_name = match &env.node_name {
-        Some(name) => name.clone(),
+    node_spool_in(conf_path, env, &ConfigSources::system())
+}
+
+/// [`node_spool`] with slurm.conf looked for in `sources`.
+pub fn node_spool_in(
+    conf_path: &Path,
+    env: &JobEnv,
+    sources: &ConfigSources,
+) -> Result<NodeSpool, String> {
+    let explicit = (conf_path != Path::new(confsource::DEFAULT_CONF)).then_some(conf_path);
+    let (conf, found) = confsource::load(explicit, sources).map_err(|e| e.to_string())?;
+    let hostname = match &env.node_name {
+        Some(_) => String::new(),
         None => slurm_node::nodename::local_hostname().map_err(|e| e.to_string())?,
     };
+    let choice = nodename::choose(
+        &conf,
+        &NameQuery {
+            given: env.node_name.as_deref(),
+            hostname: &hostname,
+            host_name_fallback: found.origin == ConfOrigin::ConfiglessCache,
+            root: &sources.root,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     Ok(NodeSpool {
-        spool_dir: conf.spool_dir(&conf.node_or_unlisted(&node_name)),
+        spool_dir: choice.spool_dir,
         trusted_uids: slurm_node::spool::trusted_owners(&conf.slurm_user),
         stepd_peers: slurm_node::stepd::StepdPeers::from_uids(slurm_node::spool::stepd_peer_uids(
             &conf.slurmd_user,
         )),
-        node_name,
+        node_name: choice.node.name,
     })
 }
 
@@ -129,4 +155,73 @@ pub fn hook_input(explicit_config: Option<&Path>) -> Result<HookInput, String> {
     let config = load_config(explicit_config).map_err(|e| format!("job={} {e}", env.job_id))?;
     let job = job_user(&env).map_err(|e| format!("job={} {e}", env.job_id))?;
     Ok(HookInput { env, config, job })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn env(node_name: Option<&str>) -> JobEnv {
+        JobEnv {
+            job_id: 5,
+            uid: 1000,
+            gid: Some(1000),
+            user: "alice".to_owned(),
+            node_name: node_name.map(str::to_owned),
+            slurm_conf: None,
+        }
+    }
+
+    /// A configless node's tree: slurmd's cache, linked from /run/slurm/conf.
+    fn configless_tree() -> tempfile::TempDir {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the cache's link is followed only through root-owned directories: run as root"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let cache = tmp.path().join("var/spool/slurmd/conf-cache");
+        fs::create_dir_all(&cache).unwrap();
+        fs::write(
+            cache.join("slurm.conf"),
+            "SlurmdSpoolDir=/var/spool/slurmd/%n\nNodeName=c1\n",
+        )
+        .unwrap();
+        fs::create_dir_all(tmp.path().join("run/slurm")).unwrap();
+        symlink(
+            "/var/spool/slurmd/conf-cache",
+            tmp.path().join("run/slurm/conf"),
+        )
+        .unwrap();
+        tmp
+    }
+
+    #[test]
+    fn the_default_path_finds_slurmds_configless_cache() {
+        let tree = configless_tree();
+        let sources = ConfigSources::under(tree.path());
+        let spool = node_spool_in(
+            Path::new(confsource::DEFAULT_CONF),
+            &env(Some("dyn3")),
+            &sources,
+        )
+        .unwrap();
+        assert_eq!(spool.node_name, "dyn3");
+        assert_eq!(spool.spool_dir, Path::new("/var/spool/slurmd/dyn3"));
+    }
+
+    #[test]
+    fn an_explicit_path_is_read_as_given() {
+        let tree = configless_tree();
+        let sources = ConfigSources::under(tree.path());
+        let err = node_spool_in(
+            Path::new("/nonexistent/slurm.conf"),
+            &env(Some("c1")),
+            &sources,
+        )
+        .unwrap_err();
+        assert!(err.contains("/nonexistent/slurm.conf"), "{err}");
+    }
 }

@@ -80,6 +80,11 @@ pub trait NodeOps {
     fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error>;
     /// Read slurm.conf and find this node. Called once, before the others.
     fn load_node(&mut self, opts: &Options) -> Result<(), NodeError>;
+    /// After [`NodeOps::load_node`]: which slurm.conf was read and how the
+    /// node name was settled, for debug lines.
+    fn found(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Ask the extern stepds whose they are, keeping `uid`'s.
     fn scan_user_jobs(&mut self, uid: u32, deadline: Instant) -> Result<JobScan, NodeError>;
     /// Ask the source node's slurmd which job this login came from.
@@ -178,6 +183,9 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
         log(out, Priority::Err, e.to_string());
         out.user_message = Some(MSG_NO_SLURM);
         return generic_failure(out, opts, Reason::NodeSetup);
+    }
+    for line in node.found() {
+        log(out, Priority::Debug, line);
     }
     let scan = match node.scan_user_jobs(uid, deadline) {
         Ok(s) => s,

@@ -42,6 +42,13 @@ impl NodeOps for LiveNode {
         Ok(())
     }
 
+    fn found(&self) -> Vec<String> {
+        self.view
+            .as_ref()
+            .map(|v| v.found.clone())
+            .unwrap_or_default()
+    }
+
     fn scan_user_jobs(&mut self, uid: u32, deadline: Instant) -> Result<JobScan, NodeError> {
         let scan = node::scan_user_jobs(self.loaded()?, uid, deadline)?;
         let found = JobScan {

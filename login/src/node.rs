@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use slurm_node::cgroup::{CgroupError, CgroupFs, TaskOwners};
 use slurm_node::conf::{ConfError, NodeEntry, SlurmConf};
-use slurm_node::nodename;
+use slurm_node::confsource::{self, ConfOrigin, ConfSourceError, ConfigSources};
+use slurm_node::nodename::{self, NameQuery, NodeNameError};
 use slurm_node::select::Candidate;
 use slurm_node::spool::{self, SkipReason, SpoolError, StepSocket};
 use slurm_node::stepd::{
@@ -31,6 +32,12 @@ const CGROUP_GRACE: Duration = Duration::from_secs(10);
 pub enum NodeError {
     #[error(transparent)]
     Conf(#[from] ConfError),
+    /// No slurm.conf was found, or slurmd's configless cache was refused.
+    #[error(transparent)]
+    ConfSource(ConfSourceError),
+    /// The host is in no NodeName line and the spool does not settle it.
+    #[error(transparent)]
+    NodeName(NodeNameError),
     #[error("cannot read this host's name: {0}")]
     Hostname(String),
     #[error("no NodeName in {conf} matches host name '{hostname}'; set nodename= in the PAM line")]
@@ -79,25 +86,39 @@ pub struct NodeView {
     /// Who may sign a callerid reply: root, SlurmUser and SlurmdUser (the
     /// source node's slurmd signs as the account it runs as).
     pub callerid_signers: Vec<u32>,
+    /// Which slurm.conf was read and how the node name was settled, for
+    /// debug lines.
+    pub found: Vec<String>,
 }
 
 impl NodeView {
     pub fn load(opts: &Options) -> Result<NodeView, NodeError> {
-        let conf = SlurmConf::load(&opts.conf)?;
-        let node = match &opts.nodename {
-            Some(name) => conf.node_or_unlisted(name),
-            None => {
-                let hostname =
-                    nodename::local_hostname().map_err(|e| NodeError::Hostname(e.to_string()))?;
-                nodename::resolve(&conf, &hostname)
-                    .cloned()
-                    .ok_or_else(|| NodeError::UnknownNode {
-                        conf: opts.conf.clone(),
-                        hostname,
-                    })?
-            }
+        NodeView::load_from(opts, &ConfigSources::system())
+    }
+
+    /// [`NodeView::load`] with slurm.conf looked for in `sources` (tests
+    /// give a tree of their own).
+    pub fn load_from(opts: &Options, sources: &ConfigSources) -> Result<NodeView, NodeError> {
+        let (conf, found) =
+            confsource::load(opts.conf.as_deref(), sources).map_err(|e| match e {
+                ConfSourceError::Conf(e) => NodeError::Conf(e),
+                other => NodeError::ConfSource(other),
+            })?;
+        let hostname = match &opts.nodename {
+            Some(_) => String::new(),
+            None => nodename::local_hostname().map_err(|e| NodeError::Hostname(e.to_string()))?,
         };
-        let spool_dir = conf.spool_dir(&node);
+        let query = NameQuery {
+            given: opts.nodename.as_deref(),
+            hostname: &hostname,
+            host_name_fallback: found.origin == ConfOrigin::ConfiglessCache,
+            root: &sources.root,
+        };
+        let choice = nodename::choose(&conf, &query).map_err(|e| match e {
+            NodeNameError::Unlisted { conf, hostname } => NodeError::UnknownNode { conf, hostname },
+            NodeNameError::Spool(e) => NodeError::Spool(e),
+            other => NodeError::NodeName(other),
+        })?;
         let trusted_uids = spool::trusted_owners(&conf.slurm_user);
         let peer_uids = spool::stepd_peer_uids(&conf.slurmd_user);
         let mut callerid_signers = trusted_uids.clone();
@@ -107,9 +128,10 @@ impl NodeView {
             }
         }
         Ok(NodeView {
+            found: vec![found.describe(), choice.describe()],
             conf,
-            node,
-            spool_dir,
+            node: choice.node,
+            spool_dir: choice.spool_dir,
             trusted_uids,
             stepd_peers: StepdPeers::from_uids(peer_uids),
             callerid_signers,

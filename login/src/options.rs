@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use slurm_node::select::{NoJobsAction, Policy, UnknownAction};
 
-pub const DEFAULT_CONF: &str = "/etc/slurm/slurm.conf";
+/// Where slurm.conf is looked for first when `conf=` is not given; then
+/// slurmd's configless cache (see `slurm_node::confsource`).
+pub const DEFAULT_CONF: &str = slurm_node::confsource::DEFAULT_CONF;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Large enough for a slow stepd, small enough that sshd's LoginGraceTime
 /// (120 s by default) is never the one to give up.
@@ -91,7 +93,8 @@ pub struct Options {
     /// Allowed PAM services; `*` allows all.
     pub services: Vec<String>,
     pub single_job_skip_rpc: bool,
-    pub conf: PathBuf,
+    /// `conf=`; `None` finds slurm.conf as libslurm does, minus SLURM_CONF.
+    pub conf: Option<PathBuf>,
     pub adopt_via: AdoptVia,
     pub adopt_in: AdoptIn,
     /// Where the session phase looks for the user's runtime dir; the
@@ -115,7 +118,7 @@ impl Default for Options {
             nodename: None,
             services: vec!["sshd".to_owned()],
             single_job_skip_rpc: true,
-            conf: PathBuf::from(DEFAULT_CONF),
+            conf: None,
             adopt_via: AdoptVia::Stepd,
             adopt_in: AdoptIn::Account,
             runtime_dir: PathBuf::from(slurm_node::session::runtime_dir::DEFAULT_ROOT),
@@ -245,9 +248,9 @@ impl Options {
                 }
                 "conf" => {
                     if value.starts_with('/') {
-                        o.conf = PathBuf::from(value);
+                        o.conf = Some(PathBuf::from(value));
                     } else {
-                        bad(DEFAULT_CONF);
+                        bad("(found as Slurm finds it)");
                     }
                 }
                 "adopt_via" => {
@@ -327,7 +330,7 @@ mod tests {
         assert_eq!(o.action_unknown, UnknownAction::Newest);
         assert!(o.service_allowed("sshd"));
         assert!(!o.service_allowed("sudo"));
-        assert_eq!(o.conf, PathBuf::from("/etc/slurm/slurm.conf"));
+        assert_eq!(o.conf, None);
     }
 
     #[test]
@@ -359,7 +362,7 @@ mod tests {
         assert_eq!(o.nodename.as_deref(), Some("c1"));
         assert_eq!(o.services, ["sshd", "teleport", "rstudio"]);
         assert!(!o.single_job_skip_rpc);
-        assert_eq!(o.conf, PathBuf::from("/opt/slurm/etc/slurm.conf"));
+        assert_eq!(o.conf, Some(PathBuf::from("/opt/slurm/etc/slurm.conf")));
         assert_eq!(o.adopt_via, AdoptVia::Auto);
         assert_eq!(o.timeout, Duration::from_millis(500));
     }
@@ -390,7 +393,7 @@ mod tests {
         assert_eq!(o.action_unknown, UnknownAction::Deny);
         assert_eq!(o.action_adopt_failure, AdoptFailureAction::Deny);
         assert_eq!(o.action_generic_failure, GenericFailureAction::Deny);
-        assert_eq!(o.conf, PathBuf::from(DEFAULT_CONF));
+        assert_eq!(o.conf, None);
         assert_eq!(o.nodename, None);
         assert_eq!(o.timeout, DEFAULT_TIMEOUT);
         assert_eq!(o.log_level, LogLevel::MAX);

@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod conf;
+pub mod confsource;
 pub mod hostlist;
 pub mod netinfo;
 pub mod nodename;

@@ -260,6 +260,50 @@ pub fn list_open_steps(
     scan(Some(dir), node_name, trusted_uids, |_| true)
 }
 
+/// The node names the step sockets in `spool_dir` are named under: for a
+/// node slurm.conf does not list, which name its slurmd registered. Only
+/// trusted sockets count; a missing directory has none. `root` is `/` on a
+/// node and the copy's directory under `adoptctl doctor --root`.
+pub fn socket_node_names(
+    root: &Path,
+    spool_dir: &Path,
+    trusted_uids: &[u32],
+) -> Result<std::collections::BTreeSet<String>, SpoolError> {
+    let mut names = std::collections::BTreeSet::new();
+    let Some(dir) = open_dir(root, spool_dir, trusted_uids, CHAIN_OWNERS)? else {
+        return Ok(names);
+    };
+    let read_error = |errno: Errno| SpoolError::Read {
+        path: spool_dir.to_path_buf(),
+        source: io::Error::from(errno),
+    };
+    let mut entries = Dir::from_fd(dir.fd).map_err(read_error)?;
+    let mut candidates: Vec<(OsString, String)> = Vec::new();
+    for entry in entries.iter() {
+        let entry = entry.map_err(read_error)?;
+        let file_name = entry.file_name().to_bytes();
+        if let Some(node) = socket_node_name(file_name) {
+            candidates.push((OsStr::from_bytes(file_name).to_owned(), node));
+        }
+    }
+    for (file_name, node) in candidates {
+        if let Ok(Some(_)) = examine_entry(&entries, &file_name, trusted_uids) {
+            names.insert(node);
+        }
+    }
+    Ok(names)
+}
+
+/// The `<node>` of `<node>_<job>.<step>[.<het>]`: node names may hold `_`,
+/// so the name ends at the last `_` that a valid step suffix follows.
+fn socket_node_name(name: &[u8]) -> Option<String> {
+    let at = name.iter().rposition(|&b| b == b'_')?;
+    let node = name.get(..at).filter(|n| !n.is_empty())?;
+    let node = std::str::from_utf8(node).ok()?;
+    parse_socket_name(name, node)?;
+    Some(node.to_owned())
+}
+
 /// The numbers in a socket name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StepName {
@@ -744,6 +788,28 @@ mod tests {
                 }
                 other => panic!("expected a LinkTarget refusal, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn node_names_are_read_from_socket_names() {
+        let node = |n: &str| socket_node_name(n.as_bytes());
+        assert_eq!(node("c1_12.4294967292").as_deref(), Some("c1"));
+        assert_eq!(node("k8s_pod_3_7.0.1").as_deref(), Some("k8s_pod_3"));
+        assert_eq!(
+            node("d1.mc.test_5.4294967292").as_deref(),
+            Some("d1.mc.test")
+        );
+        for bad in [
+            "_12.0",
+            "c1_12",
+            "c1_012.0",
+            "c1_1.2.3.4",
+            "c1",
+            "c1_x.0",
+            "cred_state",
+        ] {
+            assert_eq!(node(bad), None, "{bad}");
         }
     }
 

@@ -8,6 +8,19 @@ MC_REPO=$(cd "$MC_DIR/../.." && pwd)
 MC_CACHE=${ADOPT_MC_CACHE:-/var/cache/slurm-adopt/mini-cluster}
 MC_VERSIONS=(22.05 24.11 26.05)
 MC_NODES=(ctl c1 c2 login)
+# MC_LAYOUT=configless (up.sh --layout configless): no slurm.conf on the
+# compute nodes, slurmd --conf-server ctl, and a dynamic node d1
+# (slurmd -Z, host name d1.mc.test) that no NodeName line names.
+MC_LAYOUT=${MC_LAYOUT:-classic}
+# The dynamic node's host name: dotted, as 26.05's stepd API expects.
+MC_DYN_HOST=d1.mc.test
+mc_layout_nodes() {
+    case $MC_LAYOUT in
+        classic) echo ctl c1 c2 login ;;
+        configless) echo ctl c1 c2 d1 login ;;
+        *) mc_die "unknown layout '$MC_LAYOUT' (classic or configless)" ;;
+    esac
+}
 MC_BINS=(libpam_adopt.so adoptctl adopt-prolog adopt-epilog adopt-taskprolog)
 
 mc_say() { echo "mini-cluster: $*" >&2; }
@@ -29,7 +42,8 @@ mc_container() { echo "adopt-mc-$(mc_tag "$1")-$2"; }
 mc_network() { echo "adopt-mc-$(mc_tag "$1")"; }
 mc_ip() {
     case $2 in ctl) echo "$(mc_net "$1").10" ;; c1) echo "$(mc_net "$1").11" ;;
-        c2) echo "$(mc_net "$1").12" ;; login) echo "$(mc_net "$1").20" ;; esac
+        c2) echo "$(mc_net "$1").12" ;; d1) echo "$(mc_net "$1").13" ;;
+        login) echo "$(mc_net "$1").20" ;; esac
 }
 # What the nodes run with: --privileged minus what this kind of host cannot
 # grant. --privileged asks runc for every capability, and a dockerd that
@@ -183,7 +197,8 @@ mc_exists() { docker container inspect "$(mc_container "$1" ctl)" >/dev/null 2>&
 
 mc_down() {
     local ver=$1 n c
-    for n in "${MC_NODES[@]}"; do
+    # Every node either layout has, so one layout's leftovers never stay.
+    for n in "${MC_NODES[@]}" d1; do
         c=$(mc_container "$ver" "$n")
         docker container inspect "$c" >/dev/null 2>&1 && docker rm -f "$c" >/dev/null
     done
@@ -198,11 +213,17 @@ mc_start() {
     # internal: no route out of the cluster, only between its nodes.
     docker network create --internal --subnet "$(mc_net "$ver").0/24" "$net" >/dev/null ||
         mc_die "docker network create $net ($(mc_net "$ver").0/24) failed: is the subnet taken by another network? (docker network ls)"
-    for n in "${MC_NODES[@]}"; do hosts+=(--add-host "$n:$(mc_ip "$ver" "$n")"); done
-    for n in "${MC_NODES[@]}"; do
-        docker run -d "${MC_PRIV[@]}" --name "$(mc_container "$ver" "$n")" --hostname "$n" \
+    local nodes host
+    read -ra nodes <<<"$(mc_layout_nodes)"
+    for n in "${nodes[@]}"; do hosts+=(--add-host "$n:$(mc_ip "$ver" "$n")"); done
+    [[ $MC_LAYOUT == configless ]] && hosts+=(--add-host "$MC_DYN_HOST:$(mc_ip "$ver" d1)")
+    for n in "${nodes[@]}"; do
+        host=$n
+        [[ $n == d1 ]] && host=$MC_DYN_HOST
+        docker run -d "${MC_PRIV[@]}" --name "$(mc_container "$ver" "$n")" --hostname "$host" \
             --network "$net" --ip "$(mc_ip "$ver" "$n")" "${hosts[@]}" \
-            -e MC_ROLE="$(mc_role "$n")" "slurm-adopt-mc:$(mc_tag "$ver")" >/dev/null ||
+            -e MC_ROLE="$(mc_role "$n")" -e MC_LAYOUT="$MC_LAYOUT" \
+            -e MC_CTL_ADDR="$(mc_ip "$ver" ctl)" "slurm-adopt-mc:$(mc_tag "$ver")" >/dev/null ||
             mc_die "docker run of node $n (Slurm $ver) failed"
     done
 }
@@ -237,14 +258,16 @@ mc_logs() {
 _mc_nodes_idle() {
     local out
     out=$(mc_exec "$1" ctl sinfo -h -N -o '%N %T' 2>/dev/null) || return 1
-    grep -qx 'c1 idle' <<<"$out" && grep -qx 'c2 idle' <<<"$out"
+    grep -qx 'c1 idle' <<<"$out" && grep -qx 'c2 idle' <<<"$out" || return 1
+    [[ $MC_LAYOUT != configless ]] || grep -qx "$MC_DYN_HOST idle" <<<"$out"
 }
 _mc_sshd_up() { mc_exec "$1" "$2" bash -c 'exec 3<>/dev/tcp/127.0.0.1/22' 2>/dev/null; }
 
 # mc_wait_ready VERSION: both compute nodes idle in slurmctld, sshd up.
 mc_wait_ready() {
     local ver=$1 deadline=$((SECONDS + 120)) resumed=no out
-    until _mc_nodes_idle "$ver" && _mc_sshd_up "$ver" c1 && _mc_sshd_up "$ver" c2; do
+    until _mc_nodes_idle "$ver" && _mc_sshd_up "$ver" c1 && _mc_sshd_up "$ver" c2 &&
+        { [[ $MC_LAYOUT != configless ]] || _mc_sshd_up "$ver" d1; }; do
         if ((SECONDS >= deadline)); then
             echo "mini-cluster: Slurm $ver: nodes not idle after 120 s:" >&2
             mc_exec "$ver" ctl sinfo -N >&2 || true
@@ -267,7 +290,7 @@ mc_start_ready() { mc_start "$1" && mc_wait_ready "$1"; }
 mc_up() {
     local ver=$1
     mc_image "$ver"
-    mc_say "starting Slurm $ver: ctl, c1, c2, login on $(mc_net "$ver").0/24"
+    mc_say "starting Slurm $ver ($MC_LAYOUT): $(mc_layout_nodes) on $(mc_net "$ver").0/24"
     mc_start_ready "$ver" || mc_die "the Slurm $ver cluster did not come up (logs above)"
     mc_say "Slurm $ver ready ($(mc_exec "$ver" ctl sinfo -V))"
 }

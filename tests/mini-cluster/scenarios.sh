@@ -66,13 +66,17 @@ mc_submit() { # VER SBATCH-ARGS...: prints the job id
     mc_as "$ver" login "$MC_USER" "sbatch --parsable --chdir=/tmp --output=/dev/null --job-name=mc-test $* --wrap 'sleep 900'" | cut -d';' -f1
 }
 
+# The Slurm node name of a container node: the dynamic d1 registers under
+# its full host name.
+mc_slurm_name() { if [[ $1 == d1 ]]; then echo "$MC_DYN_HOST"; else echo "$1"; fi; }
+
 # The extern step's socket is on every node of the job: logins can join.
 _mc_extern_up() { # VER JOB NODE...
     local ver=$1 job=$2 n
     shift 2
     [[ $(mc_exec "$ver" ctl squeue -h -j "$job" -o %T 2>/dev/null) == RUNNING ]] || return 1
     for n in "$@"; do
-        mc_exec "$ver" "$n" bash -c "compgen -G '/var/spool/slurmd/${n}_${job}.4294967292' >/dev/null" || return 1
+        mc_exec "$ver" "$n" bash -c "compgen -G '/var/spool/slurmd/$(mc_slurm_name "$n")_${job}.4294967292' >/dev/null" || return 1
     done
 }
 mc_wait_job() { # VER JOB NODE...
@@ -190,6 +194,7 @@ mc_scenarios() {
     hooks=$(mc_exec "$ver" c1 cat /etc/slurm-adopt-mc-hooks)
     echo "--- Slurm $ver, $label (hooks configured: $hooks)"
     for n in c1 c2; do mc_exec "$ver" "$n" mc-pam "$m"; done
+    [[ $MC_LAYOUT != configless ]] || mc_exec "$ver" d1 mc-pam "$m"
     mc_cancel_all "$ver" || { mc_fail "$label: could not clear old jobs"; return 0; }
     # Ours is asserted; Debian's outcomes go to the parity table only.
     _chk() { if [[ $m == ours ]]; then mc_check "$@"; fi; }
@@ -322,5 +327,72 @@ mc_scenarios() {
     got=$(mc_login "$ver" login c1)
     mc_record "after_scancel:_ssh_login->c1" "$m" "$got"
     _chk "$label: after scancel a new ssh login->c1 is denied again" _mc_eq "$got" denied+msg
+    unset -f _chk
+}
+
+# _mc_doctor_clean OUTPUT: doctor found nothing wrong but shared-fs, which
+# Docker's fuse-overlayfs storage trips on every node (the module's file is
+# on FUSE); else OUTPUT is shown.
+_mc_doctor_clean() {
+    local bad
+    bad=$(grep -E '^(fail|warn) ' <<<"$1" | grep -vE '^fail +shared-fs ' || true)
+    [[ -z $bad ]] || { printf '%s\n' "$1"; return 1; }
+}
+
+# mc_dynamic_scenarios VERSION ours|debian: the configless layout's dynamic
+# node d1 (slurmd -Z, in no NodeName line) and doctor on the configless
+# nodes. c1 and c2 have just run mc_scenarios without a slurm.conf.
+mc_dynamic_scenarios() {
+    local ver=$1 m=$2 label got d mark j out rc dyn n
+    label=$([[ $m == ours ]] && echo pam_adopt || echo pam_slurm_adopt)
+    dyn=$(mc_slurm_name d1)
+    echo "--- Slurm $ver, $label: configless, dynamic node $dyn"
+    mc_exec "$ver" d1 mc-pam "$m"
+    mc_cancel_all "$ver" || { mc_fail "$label: could not clear old jobs"; return 0; }
+    _chk() { if [[ $m == ours ]]; then mc_check "$@"; fi; }
+
+    if [[ $m == ours ]]; then
+        for n in c1 d1; do
+            rc=0
+            out=$(mc_exec "$ver" "$n" adoptctl doctor 2>&1) || rc=$?
+            mc_check "configless: adoptctl doctor on $n (exit $rc) finds nothing wrong but shared-fs (Docker's FUSE storage)" _mc_doctor_clean "$out"
+        done
+    fi
+
+    got=$(mc_login "$ver" login d1)
+    mc_record "dynamic:_no_job:_ssh_login->d1" "$m" "$got"
+    _chk "$label: dynamic d1, no job: ssh login->d1 is denied with the message" _mc_eq "$got" denied+msg
+
+    if ! j=$(mc_submit "$ver" -N2 -w "c1,$dyn") || ! mc_wait_job "$ver" "$j" c1 d1; then
+        mc_fail "$label: job on c1 and $dyn did not start"
+        return 0
+    fi
+    mark=$(mc_mark "$ver" d1)
+    got=$(mc_login "$ver" login d1)
+    d=$(mc_decision "$ver" d1 "$mark")
+    mc_record "dynamic:_job_J_on_c1,d1:_login->d1" "$m" "$(_mc_jk "$got" "$j" "")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+    _chk "$label: job $j: ssh login->d1 lands in job $j" _mc_eq "$got" "job $j"
+
+    mark=$(mc_mark "$ver" d1)
+    got=$(mc_login "$ver" c1 d1 "$j")
+    d=$(mc_decision "$ver" d1 "$mark")
+    mc_record "dynamic:_task_of_J_on_c1->d1" "$m" "$(_mc_jk "$got" "$j" "")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+    _chk "$label: from a task of job $j on c1, ssh d1 lands in job $j" _mc_eq "$got" "job $j"
+    if [[ $m == ours ]]; then
+        echo "       d1's line: ${d:-none}"
+        mc_check "d1's syslog line says decision=adopt job=$j reason=only_job" _mc_eq "$(cut -d' ' -f1-3 <<<"$d")" "adopt $j only_job"
+    fi
+
+    docker exec -d "$(mc_container "$ver" login)" runuser -u "$MC_USER" -- ssh d1 "sleep 903"
+    _mc_wait 15 _mc_pgrep_in_job "$ver" d1 "^sleep 903" "$j"; got=$?
+    _chk "$label: session login->d1 (sleep 903) runs in job $j on d1" test "$got" -eq 0
+    mc_exec "$ver" ctl scancel "$j"
+    _mc_wait 30 _mc_pgrep_none "$ver" d1 "^sleep 903"; got=$?
+    mc_record "dynamic:_scancel_J:_session_ends_on_d1" "$m" "$( ((got == 0)) && echo yes || echo no)"
+    _chk "$label: scancel $j ends the adopted session on d1" test "$got" -eq 0
+    mc_cancel_all "$ver" || mc_fail "$label: jobs did not end after scancel"
+    got=$(mc_login "$ver" login d1)
+    mc_record "dynamic:_after_scancel:_login->d1" "$m" "$got"
+    _chk "$label: after scancel a new ssh login->d1 is denied again" _mc_eq "$got" denied+msg
     unset -f _chk
 }

@@ -5,8 +5,10 @@
 # pam_adopt.so and with Debian's pam_slurm_adopt.so in the same image, print
 # the parity table, tear the cluster down. Then the time of every stage and
 # "N passed, N failed"; non-zero exit on any failure.
-#   tests/mini-cluster/test.sh [--version V]... [--keep]
+#   tests/mini-cluster/test.sh [--version V]... [--layout classic|configless] [--keep]
 # --keep leaves the last cluster running (for debugging; down.sh removes it).
+# --layout configless runs the same scenarios on a configless cluster (no
+# slurm.conf on c1/c2) plus the dynamic node d1's (up.sh --layout).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,12 +22,14 @@ while (($#)); do
     case $1 in
         --version) versions+=("${2:?--version needs 22.05, 24.11 or 26.05}"); shift 2 ;;
         --keep) keep=yes; shift ;;
-        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
-        *) mc_die "unknown argument '$1' (test.sh [--version V]... [--keep])" ;;
+        --layout) MC_LAYOUT=${2:?--layout needs classic or configless}; shift 2 ;;
+        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) mc_die "unknown argument '$1' (test.sh [--version V]... [--layout classic|configless] [--keep])" ;;
     esac
 done
 ((${#versions[@]})) || versions=("${MC_VERSIONS[@]}")
 for v in "${versions[@]}"; do mc_suite "$v" >/dev/null; done
+mc_layout_nodes >/dev/null
 
 mc_require_root
 mc_ensure_docker
@@ -72,10 +76,14 @@ for v in "${versions[@]}"; do
     # shellcheck disable=SC2034 # read by scenarios.sh's functions
     MC_RESULT=() MC_ROWS=()
     stage "$v: rootfs + images ($(mc_suite "$v"))" mc_image "$v" || continue
-    stage "$v: start ctl, c1, c2, login" mc_start_ready "$v" || { mc_logs "$v"; mc_down "$v"; continue; }
+    stage "$v: start $(mc_layout_nodes | tr ' ' ',') ($MC_LAYOUT)" mc_start_ready "$v" || { mc_logs "$v"; mc_down "$v"; continue; }
     mc_say "Slurm $v: $(mc_exec "$v" ctl sinfo -V), hooks configured: $(mc_exec "$v" c1 cat /etc/slurm-adopt-mc-hooks)"
     stage "$v: scenarios with pam_adopt" mc_scenarios "$v" ours || true
     stage "$v: scenarios with Debian's pam_slurm_adopt" mc_scenarios "$v" debian || true
+    if [[ $MC_LAYOUT == configless ]]; then
+        stage "$v: dynamic-node scenarios with pam_adopt" mc_dynamic_scenarios "$v" ours || true
+        stage "$v: dynamic-node scenarios with Debian's pam_slurm_adopt" mc_dynamic_scenarios "$v" debian || true
+    fi
     mc_parity_table "$v"
     if [[ $keep == yes && $v == "${versions[-1]}" ]]; then
         mc_say "kept the Slurm $v cluster running: tests/mini-cluster/down.sh removes it"

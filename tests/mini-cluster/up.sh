@@ -3,7 +3,9 @@
 # a login node) with pam_adopt.so in the compute nodes' sshd, building
 # whatever is missing (build deps, Docker, rootfs by debootstrap, images,
 # the toolkit), run a short demo and leave the cluster running.
-#   sudo tests/mini-cluster/up.sh [--version 22.05|24.11|26.05]   (default 24.11)
+#   sudo tests/mini-cluster/up.sh [--version 22.05|24.11|26.05] [--layout classic|configless]
+# (default 24.11, classic). configless: no slurm.conf on c1/c2 (slurmd
+# --conf-server ctl) and a dynamic node d1 (slurmd -Z) in no NodeName line.
 # tests/mini-cluster/down.sh removes it again.
 set -euo pipefail
 
@@ -15,10 +17,12 @@ ver=24.11
 while (($#)); do
     case $1 in
         --version) ver=${2:?--version needs 22.05, 24.11 or 26.05}; shift 2 ;;
-        -h | --help) sed -n '2,7p' "$0"; exit 0 ;;
-        *) mc_die "unknown argument '$1' (up.sh [--version 22.05|24.11|26.05])" ;;
+        --layout) MC_LAYOUT=${2:?--layout needs classic or configless}; shift 2 ;;
+        -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) mc_die "unknown argument '$1' (up.sh [--version 22.05|24.11|26.05] [--layout classic|configless])" ;;
     esac
 done
+mc_layout_nodes >/dev/null
 mc_suite "$ver" >/dev/null
 mc_require_root
 # The first command on a fresh machine: install and start the engine rather
@@ -59,6 +63,34 @@ for _ in $(seq 1 20); do
     sleep 0.2
 done
 docker exec "$(mc_container "$ver" c1)" grep 'pam_adopt(sshd:account): user=' /var/log/auth.log | tail -n 2 | sed 's/^/  /'
+
+if [[ $MC_LAYOUT == configless ]]; then
+    d1=$(mc_container "$ver" d1)
+    echo
+    echo "=== configless: no /etc/slurm/slurm.conf on the compute nodes; d1 is dynamic ($MC_DYN_HOST)"
+    for n in c1 d1; do
+        demo "$n: ls -l /run/slurm/conf; adoptctl doctor"
+        docker exec "$(mc_container "$ver" "$n")" bash -c 'ls -ld /run/slurm/conf /etc/slurm/slurm.conf 2>&1; adoptctl doctor | grep -E "configless|login-node|slurm-conf|prolog-flags|failures"; echo "doctor exit ${PIPESTATUS[0]}"' 2>&1 | sed 's/^/  /'
+    done
+    demo "ssh d1 hostname     # no job on d1"
+    run_as "ssh d1 hostname"
+    demo "sbatch -w $MC_DYN_HOST --wrap 'sleep 3600'"
+    djob=$(docker exec -w /tmp "$login" runuser -u "$user" -- sbatch --parsable --output=/dev/null -w "$MC_DYN_HOST" --wrap 'sleep 3600' | cut -d';' -f1)
+    echo "Submitted batch job $djob"
+    for _ in $(seq 1 100); do
+        docker exec "$d1" bash -c "compgen -G '/var/spool/slurmd/${MC_DYN_HOST}_${djob}.4294967292' >/dev/null" && break
+        sleep 0.2
+    done
+    demo "ssh d1 'grep freezer /proc/self/cgroup'     # lands in job $djob"
+    run_as "ssh d1 'grep freezer /proc/self/cgroup'"
+    for _ in $(seq 1 20); do
+        docker exec "$d1" grep -q "decision=adopt job=$djob " /var/log/auth.log && break
+        sleep 0.2
+    done
+    echo
+    echo "d1's syslog:"
+    docker exec "$d1" grep 'pam_adopt(sshd:account): user=' /var/log/auth.log | tail -n 2 | sed 's/^/  /'
+fi
 
 cat <<EOT
 

@@ -8,28 +8,35 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use slurm_node::conf::{ConfError, FileRefusal, MAX_FILE_BYTES, NodeEntry, SlurmConf};
-use slurm_node::nodename;
+use slurm_node::confsource::{ConfOrigin, FoundConf};
+use slurm_node::nodename::{self, NameQuery, NameSource};
 use slurm_node::pathglob::{self, Wildcards};
 
 use super::findings::Findings;
 use crate::report::Status;
 
-/// Check the node's slurm.conf at `conf_node_path`, for the node named
-/// `nodename` or else the one this host (`hostname`, else the kernel's
-/// name) resolves to; returns the config, and the node when it is one,
-/// for the checks that need them.
+/// Check the node's slurm.conf `found` (a path as read here), for the node
+/// named `nodename` or else the one this host (`hostname`) resolves to;
+/// returns the config, and the node when it is one, for the checks that
+/// need them.
 ///
 /// slurm.conf, its Includes and cgroup.conf are read by the module's own
 /// reader, so a file the module refuses (owner, mode, kind, size, a second
 /// symlink hop) fails here with the fix.
 pub fn checks(
     d: &mut Findings<'_>,
-    conf_node_path: &Path,
+    found: &FoundConf,
     nodename: Option<&str>,
     hostname: Option<&str>,
 ) -> Option<(SlurmConf, Option<NodeEntry>)> {
-    let path = d.root().host(conf_node_path);
-    let conf = match SlurmConf::load(&path) {
+    let path = found.path.clone();
+    let cached = found.origin == ConfOrigin::ConfiglessCache;
+    let loaded = if cached {
+        SlurmConf::load_cached(&path)
+    } else {
+        SlurmConf::load(&path)
+    };
+    let conf = match loaded {
         Ok(c) => c,
         Err(e) => {
             let (file, line) = conf_error_place(&e, &path);
@@ -121,7 +128,7 @@ pub fn checks(
     }
 
     hook_checks(d, &conf, &path);
-    let node = node_check(d, &conf, &path, nodename, hostname);
+    let node = node_check(d, &conf, &path, nodename, hostname, cached);
     Some((conf, node))
 }
 
@@ -162,6 +169,7 @@ fn refusal_fix(file: &str, why: &FileRefusal) -> String {
         }
         FileRefusal::Owner { .. } => format!("chown root {file}"),
         FileRefusal::Writable { .. } => format!("chmod o-w {file}"),
+        FileRefusal::GroupWritable { .. } => format!("chmod go-w {file}"),
         FileRefusal::TooLarge { limit, .. } => {
             format!("shrink {file} below {limit} bytes (split it with Include)")
         }
@@ -266,54 +274,99 @@ fn node_check(
     path: &Path,
     nodename: Option<&str>,
     hostname: Option<&str>,
+    configless: bool,
 ) -> Option<NodeEntry> {
-    let (entry, asked) = match nodename {
-        Some(n) => (conf.node(n), format!("node name {n}")),
-        None => {
-            let host = match hostname {
-                Some(h) => h.to_owned(),
-                None => match nodename::local_hostname() {
-                    Ok(h) => h,
-                    Err(e) => {
-                        d.push(
-                            "login-node",
-                            Status::Warn,
-                            Some((path, None)),
-                            format!("cannot tell which node this is: {e}"),
-                            "give --nodename or --hostname",
-                        );
-                        return None;
-                    }
-                },
-            };
-            (nodename::resolve(conf, &host), format!("host {host}"))
+    if let Some(n) = nodename {
+        if let Some(entry) = conf.node(n) {
+            return Some(listed(d, conf, path, &format!("node name {n}"), entry));
         }
-    };
-    match entry {
-        Some(n) => {
-            // The NodeName line that names it, for the reader.
-            let (file, line) = match conf.node_origin(&n.name) {
-                Some(o) => (o.file.as_path(), Some(o.line)),
-                None => (path, None),
-            };
+        if configless {
             d.ok(
                 "login-node",
-                Some((file, line)),
-                format!("{asked} is compute node {} in slurm.conf", n.name),
+                Some((path, None)),
+                format!("node name {n} is in no NodeName line: a dynamic node (slurmd -Z), as the module takes it"),
             );
-            Some(n.clone())
+            return Some(conf.node_or_unlisted(n));
         }
-        None => {
-            d.push(
+        not_a_node(d, path, &format!("node name {n}"), None);
+        return None;
+    }
+    let Some(host) = hostname else {
+        d.push(
+            "login-node",
+            Status::Warn,
+            Some((path, None)),
+            "cannot tell which node this is: no host name",
+            "give --nodename or --hostname",
+        );
+        return None;
+    };
+    let query = NameQuery {
+        given: None,
+        hostname: host,
+        host_name_fallback: configless,
+        root: d.root().dir(),
+    };
+    let asked = format!("host {host}");
+    match nodename::choose(conf, &query) {
+        Ok(choice) if choice.source == NameSource::Listed => {
+            Some(listed(d, conf, path, &asked, &choice.node))
+        }
+        Ok(choice) => {
+            d.ok(
                 "login-node",
-                Status::Fail,
                 Some((path, None)),
                 format!(
-                    "{asked} is not a compute node in slurm.conf; pam_adopt would deny everyone"
+                    "{asked} is in no NodeName line; the module takes it for a dynamic node: {}",
+                    d.root().shown_text(&choice.describe())
                 ),
-                "do not enable the module on login nodes; on a compute node add nodename=<NodeName> to the PAM line",
             );
+            Some(choice.node)
+        }
+        Err(nodename::NodeNameError::Unlisted { .. }) => {
+            not_a_node(d, path, &asked, None);
+            None
+        }
+        Err(e) => {
+            not_a_node(d, path, &asked, Some(d.root().shown_text(&e.to_string())));
             None
         }
     }
+}
+
+/// `entry` is a NodeName line's node.
+fn listed(
+    d: &mut Findings<'_>,
+    conf: &SlurmConf,
+    path: &Path,
+    asked: &str,
+    entry: &NodeEntry,
+) -> NodeEntry {
+    // The NodeName line that names it, for the reader.
+    let (file, line) = match conf.node_origin(&entry.name) {
+        Some(o) => (o.file.as_path(), Some(o.line)),
+        None => (path, None),
+    };
+    d.ok(
+        "login-node",
+        Some((file, line)),
+        format!("{asked} is compute node {} in slurm.conf", entry.name),
+    );
+    entry.clone()
+}
+
+fn not_a_node(d: &mut Findings<'_>, path: &Path, asked: &str, why: Option<String>) {
+    let message = match why {
+        Some(why) => format!("{why}: pam_adopt would deny everyone"),
+        None => {
+            format!("{asked} is not a compute node in slurm.conf; pam_adopt would deny everyone")
+        }
+    };
+    d.push(
+        "login-node",
+        Status::Fail,
+        Some((path, None)),
+        message,
+        "do not enable the module on login nodes; on a compute node add nodename=<NodeName> to the PAM line",
+    );
 }

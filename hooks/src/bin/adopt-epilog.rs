@@ -33,8 +33,9 @@ use clap::Parser;
     after_long_help = "\
 Environment (set by slurmd):
   SLURM_JOB_ID, SLURM_JOB_UID (or SLURM_UID), SLURM_JOB_USER   required
-  SLURMD_NODENAME   this node's NodeName (else the short host name)
-  SLURM_CONF        slurm.conf (else slurm_conf from adopt.toml)
+  SLURMD_NODENAME   this node's NodeName (else found as pam_adopt finds it)
+  SLURM_CONF        slurm.conf (else slurm_conf from adopt.toml, else
+                    /etc/slurm/slurm.conf or slurmd's configless cache)
 
 Files:
   /etc/slurm/adopt.toml          optional config (--config moves it)

@@ -66,6 +66,9 @@ pub enum FileRefusal {
     Owner { uid: u32, via: Option<PathBuf> },
     /// Writable by others.
     Writable { mode: u32, via: Option<PathBuf> },
+    /// Writable by its group, where only the owner may write (slurmd's
+    /// configless cache).
+    GroupWritable { mode: u32, via: Option<PathBuf> },
     /// Longer than the cap.
     TooLarge { limit: u64, via: Option<PathBuf> },
 }
@@ -78,6 +81,7 @@ impl FileRefusal {
             FileRefusal::NotRegular { via: Some(t) }
             | FileRefusal::Owner { via: Some(t), .. }
             | FileRefusal::Writable { via: Some(t), .. }
+            | FileRefusal::GroupWritable { via: Some(t), .. }
             | FileRefusal::TooLarge { via: Some(t), .. } => t,
             _ => path,
         }
@@ -119,6 +123,13 @@ impl fmt::Display for FileRefusal {
             FileRefusal::Writable { mode, via: v } => {
                 via(f, v)?;
                 write!(f, "mode {mode:04o}: writable by others")
+            }
+            FileRefusal::GroupWritable { mode, via: v } => {
+                via(f, v)?;
+                write!(
+                    f,
+                    "mode {mode:04o}: writable by group, in slurmd's configless cache"
+                )
             }
             FileRefusal::TooLarge { limit, via: v } => {
                 via(f, v)?;

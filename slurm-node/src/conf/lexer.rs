@@ -26,6 +26,20 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// - owned by root or by the reader itself, and not writable by others;
 /// - at most [`MAX_FILE_BYTES`].
 pub(super) fn read_text(path: &Path) -> io::Result<String> {
+    read_text_with(path, Writers::OwnerAndGroup)
+}
+
+/// Who besides the owner may write a config file the reader accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Writers {
+    /// The owner and the file's group: the rule for a node's own files.
+    OwnerAndGroup,
+    /// The owner only: slurmd's configless cache, which slurmd writes 0644.
+    OwnerOnly,
+}
+
+/// [`read_text`] with the mode rule `writers`.
+pub(super) fn read_text_with(path: &Path, writers: Writers) -> io::Result<String> {
     let (file, via) = match open_no_follow(path) {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             let link = fs::symlink_metadata(path)?;
@@ -63,6 +77,13 @@ pub(super) fn read_text(path: &Path) -> io::Result<String> {
     if !trusted_owner(meta.uid()) {
         return Err(FileRefusal::Owner {
             uid: meta.uid(),
+            via,
+        }
+        .into_io());
+    }
+    if writers == Writers::OwnerOnly && meta.mode() & 0o020 != 0 {
+        return Err(FileRefusal::GroupWritable {
+            mode: meta.mode() & 0o7777,
             via,
         }
         .into_io());

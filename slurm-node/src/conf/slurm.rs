@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::cgroup::CgroupConf;
 use super::error::ConfError;
-use super::lexer::{At, Reader, Sink, is_blank, read_text};
+use super::lexer::{At, Reader, Sink, Writers, is_blank, read_text_with};
 use super::nodes::{NodeEntry, NodeLines};
 use super::provenance::{Origin, Provenance};
 use super::values::{
@@ -104,7 +104,18 @@ impl SlurmConf {
     /// Read `path` (and its includes), then `cgroup.conf` from the same
     /// directory if it exists, as slurmd does.
     pub fn load(path: &Path) -> Result<Self, ConfError> {
-        let text = read_text(path).map_err(|source| ConfError::Read {
+        Self::load_with(path, Writers::OwnerAndGroup)
+    }
+
+    /// [`SlurmConf::load`] for slurmd's configless cache, whose slurm.conf
+    /// must not be writable by its group either (slurmd writes it 0644).
+    /// Its Includes and cgroup.conf are held to the usual rule.
+    pub fn load_cached(path: &Path) -> Result<Self, ConfError> {
+        Self::load_with(path, Writers::OwnerOnly)
+    }
+
+    fn load_with(path: &Path, writers: Writers) -> Result<Self, ConfError> {
+        let text = read_text_with(path, writers).map_err(|source| ConfError::Read {
             path: path.to_owned(),
             source,
         })?;
