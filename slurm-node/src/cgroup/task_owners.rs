@@ -121,13 +121,11 @@ fn walk_scopes(
         let mut found = JobOwner::Unknown;
         for scope in &scopes {
             let job_dir = scope.join(format!("job_{job_id}"));
-            if !trusted_dir(&job_dir) {
-                continue;
-            }
-            let here = batch_task_owner(&job_dir, trusted, &trusted_dir, stat).map_or_else(
-                || job_owner(&job_dir, trusted, &trusted_dir, stat),
-                JobOwner::Uid,
-            );
+            let here = match batch_task_owner(&job_dir, trusted, &trusted_dir, stat) {
+                Some(uid) => JobOwner::Uid(uid),
+                None if trusted_dir(&job_dir) => job_owner(&job_dir, trusted, &trusted_dir, stat),
+                None => JobOwner::Unknown,
+            };
             found = found.merge(here);
         }
         if let JobOwner::Uid(uid) = found {
@@ -138,17 +136,23 @@ fn walk_scopes(
 }
 
 /// The owner of a batch job's first task directory, when it is there
-/// under trusted directories: one stat for the common case.
+/// in a trusted `user` directory: two stats for the common case.
+///
+/// The directory it sits in is the one that matters: only its owner can
+/// create entries in a sealed directory, and cgroup v2 refuses rename
+/// (EPERM on the unified hierarchy), so nobody can have moved a
+/// directory of theirs in from elsewhere. Whoever could write higher up
+/// (`job_<id>`, `step_batch`) could only have replaced `user` with a
+/// directory of their own, which fails this check.
 fn batch_task_owner(
     job_dir: &Path,
     trusted: u32,
     trusted_dir: &dyn Fn(&Path) -> bool,
     stat: &dyn Fn(&Path) -> Option<DirStat>,
 ) -> Option<u32> {
-    let step = job_dir.join("step_batch");
-    let user = step.join("user");
+    let user = job_dir.join("step_batch/user");
     let task = stat(&user.join("task_0")).filter(|t| t.sealed_dir && t.uid != trusted)?;
-    (trusted_dir(&step) && trusted_dir(&user)).then_some(task.uid)
+    trusted_dir(&user).then_some(task.uid)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,13 +310,20 @@ mod tests {
         let step = tree.mkdir("job_9/step_0", None);
         tree.mkdir("job_9/step_0/user/task_0", Some(2002));
         fs::set_permissions(&step, fs::Permissions::from_mode(0o777)).expect("chmod");
-        // A job directory owned by someone else.
+        // A job directory owned by someone else: what they could make
+        // below it is theirs too.
         tree.mkdir("job_10", Some(2003));
+        tree.mkdir("job_10/step_batch", Some(2003));
+        tree.mkdir("job_10/step_batch/user", Some(2003));
         tree.mkdir("job_10/step_batch/user/task_0", Some(2003));
+        // The same without a batch step, found by listing the steps.
+        tree.mkdir("job_14", Some(2003));
+        tree.mkdir("job_14/step_0/user/task_0", Some(2003));
         let owners = tree.walk();
         assert_eq!(owners.owner_of(8), None);
         assert_eq!(owners.owner_of(9), None);
         assert_eq!(owners.owner_of(10), None);
+        assert_eq!(owners.owner_of(14), None);
     }
 
     #[test]
