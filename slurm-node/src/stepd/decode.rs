@@ -396,7 +396,14 @@ impl<F> Layout<F> for NsFdReply {
         }
     }
     fn fd(&mut self, fd: F) -> Result<Next<Self::Output>, CodecError> {
-        Ok(Next::Done(vec![Namespace { nstype: 0, fd }]))
+        // Before 25.11 the one fd is the job container's mount namespace
+        // (job_container/tmpfs's join_external), which pam_slurm_adopt
+        // joins as CLONE_NEWNS: announcing it lets setns(2) refuse any
+        // other kind.
+        Ok(Next::Done(vec![Namespace {
+            nstype: libc::CLONE_NEWNS,
+            fd,
+        }]))
     }
 }
 
@@ -794,7 +801,7 @@ mod tests {
         assert_eq!(run(NsFdReply, &[b(&[0])], 4), Ok(vec![]));
         assert_eq!(
             run(NsFdReply, &[b(&[7]), Item::Fd(3)], 4),
-            Ok(vec![ns(0, 3)])
+            Ok(vec![ns(libc::CLONE_NEWNS, 3)])
         );
         assert_eq!(
             run(NsFdReply, &[b(&[-1])], 4),

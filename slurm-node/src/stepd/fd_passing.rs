@@ -178,18 +178,35 @@ pub(crate) fn check_namespace(fd: &OwnedFd, nstype: i32) -> Result<&'static str,
         link: link.clone(),
         source,
     })?;
-    let target = target.to_string_lossy();
-    let kind = target
+    kind_from_link(&target.to_string_lossy(), nstype)
+}
+
+/// The namespace kind of an nsfs descriptor from its `/proc/self/fd` link.
+///
+/// A descriptor opened from `/proc/PID/ns/*` links to `KIND:[INODE]`. One
+/// opened from a bind mount of such a file (job_container/tmpfs keeps the
+/// job's mount namespace at `<BasePath>/<job>/.ns` and its stepd sends
+/// that) links to the bind mount's path instead, which names no kind.
+/// That is still a namespace (the caller checked nsfs), and when a kind
+/// was announced setns(2) is called with it and refuses a namespace of
+/// any other kind, so the announced kind stands. Without one there is
+/// nothing to hold it to, and it is refused.
+fn kind_from_link(target: &str, nstype: i32) -> Result<&'static str, NamespaceFdError> {
+    let named = target
         .split_once(":[")
-        .and_then(|(kind, _)| KINDS.iter().find(|k| **k == kind).copied())
-        .ok_or_else(|| NamespaceFdError::UnknownKind(target.chars().take(64).collect()))?;
-    match kind_of_flag(nstype) {
-        None if nstype == 0 => Ok(kind),
-        Some(want) if want == kind => Ok(kind),
-        _ => Err(NamespaceFdError::WrongKind {
+        .and_then(|(kind, _)| KINDS.iter().find(|k| **k == kind).copied());
+    let announced = kind_of_flag(nstype);
+    match (named, announced) {
+        (Some(kind), None) if nstype == 0 => Ok(kind),
+        (Some(kind), Some(want)) if want == kind => Ok(kind),
+        (Some(kind), _) => Err(NamespaceFdError::WrongKind {
             kind,
             announced: nstype,
         }),
+        (None, Some(want)) => Ok(want),
+        (None, None) => Err(NamespaceFdError::UnknownKind(
+            target.chars().take(64).collect(),
+        )),
     }
 }
 
@@ -201,6 +218,32 @@ fn fs_magic(fs: FsType) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kind_comes_from_the_link_or_from_the_announcement() {
+        let ns = libc::CLONE_NEWNS;
+        let pid = libc::CLONE_NEWPID;
+        assert_eq!(kind_from_link("mnt:[4026531841]", 0).ok(), Some("mnt"));
+        assert_eq!(kind_from_link("mnt:[4026531841]", ns).ok(), Some("mnt"));
+        assert!(matches!(
+            kind_from_link("mnt:[4026531841]", pid),
+            Err(NamespaceFdError::WrongKind { kind: "mnt", .. })
+        ));
+        // job_container/tmpfs: a bind-mounted namespace file, named by path;
+        // setns(2) holds it to the announced kind.
+        assert_eq!(
+            kind_from_link("/var/lib/slurm/jc/n1/7/.ns", ns).ok(),
+            Some("mnt")
+        );
+        assert!(matches!(
+            kind_from_link("/var/lib/slurm/jc/n1/7/.ns", 0),
+            Err(NamespaceFdError::UnknownKind(_))
+        ));
+        assert!(matches!(
+            kind_from_link("bogus:[1]", 0),
+            Err(NamespaceFdError::UnknownKind(_))
+        ));
+    }
     use nix::sys::socket::{AddressFamily, ControlMessage, SockFlag, SockType, UnixAddr};
     use std::io::{IoSlice, Read};
     use std::os::unix::net::UnixStream;
