@@ -250,11 +250,104 @@ for l in sys.stdin:
         _vm_has "^adopt-epilog pam_adopt_hook_t .*removed /run/user/$VM_UID" "$lines"
     vm_check "selinux: no Prolog or Epilog line from another domain" \
         bash -c "[[ -z \$(grep -E '^adopt-(prolog|epilog) ' <<<\"\$1\" | grep -v ' pam_adopt_hook_t ') ]]" _ "$lines"
-    lines=$(printf '%s\n' "${VM_AVC_SEEN[@]}" | grep -E 'pam_adopt_hook_t -> ' || true)
-    vm_check "selinux: no pam_adopt_hook_t AVC during the scenarios" _vm_eq "$lines" ""
+    # With pam_systemd kept, logind mounts a tmpfs on /run/user/UID; the
+    # last Epilog's umount of it is a sys_admin the hooks' domain does not
+    # get (README: unmounting is not covered), and logind removes the dir
+    # itself. That one record is shown, not counted; any other is.
+    local logind='^(pam systemd kept[^:]*|after the last scenario[^:]*): pam_adopt_hook_t -> pam_adopt_hook_t:capability \{ sys_admin \} comm=adopt-epilog'
+    printf '%s\n' "${VM_AVC_SEEN[@]}" | grep -E "$logind" | sed 's/^/       hooks, logind-owned runtime dir: /' || true
+    lines=$(printf '%s\n' "${VM_AVC_SEEN[@]}" | grep -E 'pam_adopt_hook_t -> ' | grep -vE "$logind" || true)
+    vm_check "selinux: no pam_adopt_hook_t AVC during the scenarios (but the umount of logind's tmpfs)" _vm_eq "$lines" ""
 }
 
-vm_se_controls() { vm_se_keyinit_control "$1"; vm_se_cgroup_boolean "$1"; }
+# 5b. pam_adopt_ns: job_container/tmpfs gives the job a private /tmp in a
+# mount namespace of its own; with join_container=true (the default) the
+# login is setns'd into it on fds the extern stepd passes. Last, because
+# it restarts Slurm with the plugin on.
+vm_se_namespace() {
+    local ver=$1 j mark out avcs sshd
+    echo "--- job_container/tmpfs, join_container=true, pam_adopt_ns loaded"
+    vm_root "$ver" "vm-pam ours"
+    vm_cancel_all "$ver" || { vm_fail "namespace: could not clear old jobs"; return 0; }
+    vm_root "$ver" "install -d -m 0755 /var/lib/slurm/jc &&
+        printf 'AutoBasePath=true\nBasePath=/var/lib/slurm/jc\n' >/etc/slurm/job_container.conf &&
+        { grep -q '^JobContainerType=' /etc/slurm/slurm.conf || echo JobContainerType=job_container/tmpfs >>/etc/slurm/slurm.conf; } &&
+        systemctl restart slurmctld slurmd" || { vm_fail "namespace: configuring job_container/tmpfs"; return 0; }
+    vm_wait_slurm "$ver" 120 || { vm_fail "namespace: Slurm not idle after the restart"; return 0; }
+    j=$(vm_root "$ver" "cd /tmp && runuser -u $VM_USER -- sbatch --parsable --output=/dev/null -N1 -n1 --wrap 'echo job-private-\$SLURM_JOB_ID >/tmp/vm-ns-marker; sleep 900'" | cut -d';' -f1)
+    if [[ -z $j ]] || ! vm_wait_job "$ver" "$j"; then
+        vm_fail "namespace: job under job_container/tmpfs did not start"
+        return 0
+    fi
+    _vm_wait 30 bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm 'ls /var/lib/slurm/jc/$j/.$j/vm-ns-marker' >/dev/null 2>&1" || true
+    vm_check "namespace: the job's /tmp is private (no marker in the node's /tmp)" \
+        bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm '! test -e /tmp/vm-ns-marker'"
+    mark=$(vm_mark "$ver")
+    out=$(vm_root "$ver" "cd /tmp && timeout 60 runuser -u $VM_USER -- ssh -o LogLevel=INFO 127.0.0.1 'cat /tmp/vm-ns-marker; sed -n s/^0:://p /proc/self/cgroup' 2>&1 </dev/null; echo rc=\$?")
+    avcs=$(vm_avc_since "$ver" "$mark")
+    printf '%s\n' "$out" | sed 's/^/       login: /'
+    printf '%s\n' "${avcs:-none}" | sed 's/^/       avc: /'
+    if ! grep -qx "job-private-$j" <<<"$out"; then
+        # refpolicy does not audit some of what setns needs: once more with
+        # the dontaudit rules off, to name what was refused.
+        mark=$(vm_mark "$ver")
+        vm_root "$ver" "semodule -DB && cd /tmp && timeout 60 runuser -u $VM_USER -- ssh 127.0.0.1 true </dev/null >/dev/null 2>&1; semodule -B" || true
+        vm_avc_since "$ver" "$mark" | grep -E '^sshd_t ' | sed 's/^/       avc (dontaudit off): /' || true
+    fi
+    vm_check "namespace: the login sees job $j's private /tmp (joined its mount namespace)" \
+        _vm_has "^job-private-$j\$" "$out"
+    vm_check "namespace: the login is in job $j's step_extern/user/task_special" \
+        _vm_has "/job_$j/step_extern/user/task_special\$" "$out"
+    sshd=$(grep -E '^sshd_t ' <<<"$avcs" | grep -vE "$VM_SE_KEYINIT_AVC" || true)
+    vm_check "namespace: no sshd_t AVC while joining the job's namespace" _vm_eq "$sshd" ""
+    vm_root "$ver" "scancel $j"
+    vm_cancel_all "$ver" || vm_fail "namespace: cleanup"
+}
+
+# sock_diag: the module finds the caller's connection with one
+# NETLINK_SOCK_DIAG request (self:netlink_tcpdiag_socket, callerid
+# boolean). Debian builds inet_diag and tcp_diag as modules, and the
+# request would autoload them: refpolicy denies sshd_t that
+# (kernel_t:system module_request), and the policy does not grant it. The
+# module then reads /proc/net/tcp{,6} instead and gets the same answer.
+# With tcp_diag loaded at boot (what the README tells sites) the request
+# works and raises nothing.
+vm_se_sockdiag() {
+    local ver=$1 j k mark got d avcs sshd
+    echo "--- the caller's connection by sock_diag, without and with tcp_diag loaded"
+    vm_root "$ver" "vm-pam ours"
+    vm_cancel_all "$ver" || { vm_fail "sock_diag: could not clear old jobs"; return 0; }
+    if ! j=$(vm_submit "$ver") || ! vm_wait_job "$ver" "$j" || ! k=$(vm_submit "$ver") || ! vm_wait_job "$ver" "$k"; then
+        vm_fail "sock_diag: jobs J and K did not start"
+        return 0
+    fi
+    got=$(vm_root "$ver" "grep -E '^(inet_diag|tcp_diag) ' /proc/modules | cut -d' ' -f1 | tr '\n' ' '")
+    vm_check "sock_diag: inet_diag/tcp_diag not loaded at first (${got:-none})" _vm_eq "$got" ""
+    mark=$(vm_mark "$ver")
+    got=$(_vm_where "$(vm_login_raw "$ver" --job "$j")" "$j" "$k")
+    d=$(vm_decision "$ver" "$mark")
+    avcs=$(vm_avc_since "$ver" "$mark")
+    sshd=$(grep -E '^sshd_t ' <<<"$avcs" | grep -vE "$VM_SE_KEYINIT_AVC" || true)
+    printf '%s\n' "${sshd:-none}" | sed 's/^/       avc (no tcp_diag): /'
+    vm_check "sock_diag: without tcp_diag, the login from J's task still lands in J by callerid (${d:-none})" \
+        _vm_eq "$got|$(cut -d' ' -f1-3 <<<"$d")" "job J|adopt $j callerid_match"
+    vm_check "sock_diag: without tcp_diag, the one sshd_t AVC is the module autoload" \
+        _vm_eq "$(sed -E 's/ \(x[0-9]+\)$//' <<<"$sshd" | sort -u)" "sshd_t -> kernel_t:system { module_request } comm=sshd"
+    vm_root "$ver" "modprobe tcp_diag" || vm_fail "sock_diag: modprobe tcp_diag"
+    mark=$(vm_mark "$ver")
+    got=$(_vm_where "$(vm_login_raw "$ver" --job "$j")" "$j" "$k")
+    d=$(vm_decision "$ver" "$mark")
+    avcs=$(vm_avc_since "$ver" "$mark")
+    sshd=$(grep -E '^sshd_t ' <<<"$avcs" | grep -vE "$VM_SE_KEYINIT_AVC" || true)
+    printf '%s\n' "${sshd:-none}" | sed 's/^/       avc (tcp_diag loaded): /'
+    vm_check "sock_diag: with tcp_diag loaded, the login from J's task lands in J by callerid (${d:-none})" \
+        _vm_eq "$got|$(cut -d' ' -f1-3 <<<"$d")" "job J|adopt $j callerid_match"
+    vm_check "sock_diag: with tcp_diag loaded, no sshd_t AVC" _vm_eq "$sshd" ""
+    vm_root "$ver" "scancel $j $k"
+    vm_cancel_all "$ver" || vm_fail "sock_diag: cleanup"
+}
+
+vm_se_controls() { vm_se_keyinit_control "$1"; vm_se_cgroup_boolean "$1"; vm_se_sockdiag "$1"; }
 
 vm_se_summary() {
     echo

@@ -152,13 +152,16 @@ for v in "${versions[@]}"; do
                 vm_se_load "$v" pam_adopt pam_adopt_port.cil pam_adopt_hooks pam_adopt_ns; then
                 vm_se_labels "$v"
                 hooks_mark=$(vm_mark "$v")
-                stage "$v: SELinux: keyring control, adopt_via=cgroup boolean" \
+                stage "$v: SELinux: keyring control, cgroup boolean, sock_diag" \
                     vm_se_controls "$v" || true
                 vm_avc_reset "$v"
                 VM_ROW_HOOK=vm_avc_row_hook VM_OPTION_HOOK=vm_se_option_hook \
                     stage "$v: SELinux: scenarios with pam_adopt, enforcing" vm_scenarios "$v" ours || true
+                # What the last row's cleanup (its jobs' Epilogs) raised.
+                vm_avc_row_hook "$v" "after the last scenario (cleanup, last Epilog)"
                 vm_se_doctor_ok "$v"
                 vm_se_hooks_domain "$v" "$hooks_mark"
+                stage "$v: SELinux: job_container/tmpfs, join_container (pam_adopt_ns)" vm_se_namespace "$v" || true
             fi
         fi
         vm_se_summary
