@@ -129,8 +129,9 @@ vm_se_negative() {
     # doctor sees the enforcing node without the module.
     out=$(vm_root "$ver" "adoptctl doctor; echo rc=\$?")
     grep -E '^[a-z]+ +selinux' <<<"$out" | sed 's/^/       doctor: /'
-    vm_check "negative control: adoptctl doctor flags the missing pam_adopt module" \
-        _vm_has '^(warn|fail) +selinux .*no pam_adopt policy module' "$out"
+    vm_check "negative control: adoptctl doctor fails selinux, naming the missing pam_adopt module" \
+        _vm_has '^fail +selinux .*no pam_adopt policy module' "$out"
+    vm_check "negative control: adoptctl doctor exits 2" _vm_has '^rc=2$' "$out"
     vm_root "$ver" "scancel $j"
     vm_cancel_all "$ver" || vm_fail "negative: cleanup"
 }
@@ -345,6 +346,56 @@ vm_se_sockdiag() {
     vm_check "sock_diag: with tcp_diag loaded, no sshd_t AVC" _vm_eq "$sshd" ""
     vm_root "$ver" "scancel $j $k"
     vm_cancel_all "$ver" || vm_fail "sock_diag: cleanup"
+}
+
+# 5c. reap_strays (adopt.toml) in the confined Epilog: the user's process
+# outside any job (started here by root's runuser, so unconfined_t, a user
+# domain) is killed at the user's last job only with the
+# pam_adopt_hooks_reap_strays boolean on; off, the kill is denied.
+_vm_epilog_line() { # VER MARK JOB: the Epilog's lines for JOB, joined
+    vm_root "$1" "journalctl -q --no-pager -o cat --after-cursor='$2' -t adopt-epilog" | grep -E "^job=$3 " | paste -sd'|' | grep .
+}
+vm_se_reap_strays() {
+    local ver=$1 j mark stray line avcs hook b
+    echo "--- reap_strays in pam_adopt_hook_t, boolean off and on"
+    vm_root "$ver" "vm-pam ours"
+    vm_cancel_all "$ver" || { vm_fail "reap_strays: could not clear old jobs"; return 0; }
+    vm_root "$ver" "cp /etc/slurm/adopt.toml /tmp/adopt.toml.orig && printf '[reap_strays]\nenabled = true\ndry_run = false\n' >/etc/slurm/adopt.toml && setsebool pam_adopt_hooks_reap_strays off"
+    vm_root "$ver" "cd /tmp; setsid runuser -u $VM_USER -- sleep 907 </dev/null >/dev/null 2>&1 &"
+    _vm_wait 10 _vm_session_pid "$ver" "sleep 907" >/dev/null
+    stray=$(_vm_session_pid "$ver" "sleep 907")
+    echo "       stray: pid ${stray:-none} $(vm_root "$ver" "ps -o label= -p ${stray:-0}")"
+    for b in off on; do
+        vm_root "$ver" "setsebool pam_adopt_hooks_reap_strays $b"
+        if ! j=$(vm_submit "$ver") || ! vm_wait_job "$ver" "$j"; then
+            vm_fail "reap_strays: job did not start"
+            break
+        fi
+        mark=$(vm_mark "$ver")
+        vm_root "$ver" "scancel $j"
+        _vm_wait 60 _vm_epilog_line "$ver" "$mark" "$j" >/dev/null || true
+        sleep 1
+        line=$(_vm_epilog_line "$ver" "$mark" "$j" || true)
+        avcs=$(vm_avc_since "$ver" "$mark")
+        hook=$(grep -E '^pam_adopt_hook_t ' <<<"$avcs" || true)
+        echo "       epilog (boolean $b): ${line:-none}"
+        printf '%s\n' "${hook:-none}" | sed "s/^/       avc (boolean $b): /"
+        if [[ $b == off ]]; then
+            vm_check "reap_strays, boolean off: the stray ${stray:-none} lives" \
+                bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm kill -0 ${stray:-0}"
+            vm_check "reap_strays, boolean off: the confined Epilog was denied the user's process" \
+                _vm_has '^pam_adopt_hook_t -> (pam_adopt_hook_t:capability \{ kill \}|unconfined_t:(process|dir|file|lnk_file) )' "$hook"
+        else
+            vm_check "reap_strays, boolean on: the last Epilog killed the stray ${stray:-none}" \
+                _vm_has "killed [0-9]+ of [0-9]+ strays:.* ${stray:-none}\(sleep\)" "$line"
+            vm_check "reap_strays, boolean on: the stray is gone" \
+                _vm_wait 10 bash -c "! ssh -F '$(vm_run_dir "$ver")/ssh_config' vm kill -0 ${stray:-0} 2>/dev/null"
+            vm_check "reap_strays, boolean on: no pam_adopt_hook_t AVC" _vm_eq "$hook" ""
+        fi
+        _vm_wait 60 _vm_no_user_jobs "$ver" || true
+    done
+    vm_root "$ver" "setsebool pam_adopt_hooks_reap_strays off; cp /tmp/adopt.toml.orig /etc/slurm/adopt.toml; pkill -u $VM_UID -x sleep" || true
+    vm_cancel_all "$ver" || vm_fail "reap_strays: cleanup"
 }
 
 vm_se_controls() { vm_se_keyinit_control "$1"; vm_se_cgroup_boolean "$1"; vm_se_sockdiag "$1"; }

@@ -162,6 +162,7 @@ for v in "${versions[@]}"; do
                 vm_avc_row_hook "$v" "after the last scenario (cleanup, last Epilog)"
                 vm_se_doctor_ok "$v"
                 vm_se_hooks_domain "$v" "$hooks_mark"
+                stage "$v: SELinux: reap_strays in the hooks' domain, boolean off and on" vm_se_reap_strays "$v" || true
                 # Opt-in: on 22.05 the login fails in the module's own
                 # namespace check, not in SELinux (tests/vm/README.md).
                 if [[ ${ADOPT_VM_SE_NS:-0} == 1 ]]; then
