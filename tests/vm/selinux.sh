@@ -352,8 +352,8 @@ vm_se_sockdiag() {
 # outside any job (started here by root's runuser, so unconfined_t, a user
 # domain) is killed at the user's last job only with the
 # pam_adopt_hooks_reap_strays boolean on; off, the kill is denied.
-_vm_epilog_line() { # VER MARK JOB: the Epilog's lines for JOB, joined
-    vm_root "$1" "journalctl -q --no-pager -o cat --after-cursor='$2' -t adopt-epilog" | grep -E "^job=$3 " | paste -sd'|' | grep .
+_vm_epilog_line() { # VER MARK JOB: the Epilog's verdict line for JOB
+    vm_journal_since "$1" "$2" | grep -E "^job=$3 .*verdict=" | tail -n1 | grep .
 }
 vm_se_reap_strays() {
     local ver=$1 j mark stray line avcs hook b
@@ -379,7 +379,8 @@ vm_se_reap_strays() {
         avcs=$(vm_avc_since "$ver" "$mark")
         hook=$(grep -E '^pam_adopt_hook_t ' <<<"$avcs" || true)
         echo "       epilog (boolean $b): ${line:-none}"
-        printf '%s\n' "${hook:-none}" | sed "s/^/       avc (boolean $b): /"
+        printf '%s\n' "${hook:-none}" | grep -vE 'kernel_t:dir \{ search \}' | sed "s/^/       avc (boolean $b): /"
+        echo "       avc (boolean $b): $(grep -cE 'kernel_t:dir \{ search \}' <<<"$hook") more on kernel threads' /proc dirs"
         if [[ $b == off ]]; then
             vm_check "reap_strays, boolean off: the stray ${stray:-none} lives" \
                 bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm kill -0 ${stray:-0}"
@@ -390,7 +391,7 @@ vm_se_reap_strays() {
                 _vm_has "killed [0-9]+ of [0-9]+ strays:.* ${stray:-none}\(sleep\)" "$line"
             vm_check "reap_strays, boolean on: the stray is gone" \
                 _vm_wait 10 bash -c "! ssh -F '$(vm_run_dir "$ver")/ssh_config' vm kill -0 ${stray:-0} 2>/dev/null"
-            vm_check "reap_strays, boolean on: no pam_adopt_hook_t AVC" _vm_eq "$hook" ""
+            vm_check "reap_strays, boolean on: no pam_adopt_hook_t AVC (other domains' /proc not audited)" _vm_eq "$hook" ""
         fi
         _vm_wait 60 _vm_no_user_jobs "$ver" || true
     done
