@@ -12,7 +12,8 @@
 #   tier 3: the Dockerized mini-cluster per Slurm version (22.05, 24.11,
 #           26.05), images built here from debootstrapped rootfs
 #   tier 4: a cgroup v2 VM (Slurm 22.05; 24.11 by --version) under qemu
-#           TCG, images debootstrapped here (tests/vm/README.md)
+#           TCG, images debootstrapped here (tests/vm/README.md), then the
+#           same VM with SELinux enforcing Debian's refpolicy (--selinux)
 # Must run as root on Debian 12: tier 2 starts daemons and adds test users.
 set -euo pipefail
 
@@ -100,6 +101,7 @@ stage "tier 2: benchmark, 1,000 extern steps with 10 hung (scan window)" tests/r
 stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh
 stage "tier 3: Dockerized mini-cluster (Slurm 22.05, 24.11, 26.05)" tier3_mini_cluster
 stage "tier 4: cgroup v2 VM (Slurm 22.05)" tier4_vm
+stage "tier 4: SELinux enforcing VM (Slurm 22.05, refpolicy)" bash -c 'ADOPT_VM_BENCH=0 tests/vm/test.sh --selinux 2>&1 | tee "$0/vm-selinux.log"' "$log_dir"
 
 # One closing tally over every tier: cargo's per-binary lines, plus the
 # closing "N passed, N failed" of each shell tier (the last such line of
@@ -108,7 +110,7 @@ tally() {
     {
         sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo-test.log"
         local log
-        for log in "$log_dir"/real-slurm*.log "$log_dir/selinux.log" "$log_dir/mini-cluster.log" "$log_dir/vm.log"; do
+        for log in "$log_dir"/real-slurm*.log "$log_dir/selinux.log" "$log_dir/mini-cluster.log" "$log_dir/vm.log" "$log_dir/vm-selinux.log"; do
             sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -n1
         done
     } | awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed\n", p, f }'

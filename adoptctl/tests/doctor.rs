@@ -801,8 +801,8 @@ fn selinux_enforcing_without_the_policy() {
     let n = Node::new();
     n.write("sys/fs/selinux/enforce", "1");
     let r = n.doctor(&[]);
-    assert_eq!(r.code, 1, "{}", r.text);
-    r.expect("warn", "selinux", "/sys/fs/selinux/enforce");
+    assert_eq!(r.code, 2, "{}", r.text);
+    r.expect("fail", "selinux", "/sys/fs/selinux/enforce");
     r.only_problem("selinux");
 
     fs::create_dir_all(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt"))

@@ -93,27 +93,47 @@ vm_ensure_host_tools() {
 vm_image_hash() {
     { cat "$VM_DIR/build-image.sh" "$VM_DIR/guest/configure.sh"; echo "$1 smp=$VM_SMP"; } | sha256sum | cut -c1-12
 }
-vm_image_dir() { echo "$VM_CACHE/$(vm_suite "$1")-$(vm_image_hash "$(vm_suite "$1")")"; }
+vm_plain_image_dir() { echo "$VM_CACHE/$(vm_suite "$1")-$(vm_image_hash "$(vm_suite "$1")")"; }
+# VM_SELINUX=1 (test.sh --selinux): the enforcing variant, derived from
+# the plain image by build-selinux-image.sh and cached next to it as
+# <plain>-se-<hash of that script>.
+VM_SELINUX=${VM_SELINUX:-0}
+vm_se_hash() { sha256sum <"$VM_DIR/build-selinux-image.sh" | cut -c1-8; }
+vm_image_dir() {
+    if [[ $VM_SELINUX == 1 ]]; then
+        echo "$(vm_plain_image_dir "$1")-se-$(vm_se_hash)"
+    else
+        vm_plain_image_dir "$1"
+    fi
+}
 
 # vm_image VERSION: build the image unless a complete one with this hash
-# is cached ("done" is written last). Older images of the suite are removed.
+# is cached ("done" is written last). Older images of the suite are
+# removed; the enforcing variant also needs (and keeps) its plain image.
 vm_image() {
-    local suite dir
+    local suite dir plain
     suite=$(vm_suite "$1")
     dir=$(vm_image_dir "$1")
+    plain=$(vm_plain_image_dir "$1")
     if [[ -f $dir/done ]]; then
         vm_say "image $(basename "$dir") is cached"
         return 0
     fi
+    if [[ ! -f $plain/done ]]; then
+        rm -rf "$plain"
+        "$VM_DIR/build-image.sh" "$suite" "$plain" || vm_die "build-image.sh $suite failed (see above)"
+    fi
+    find "$VM_CACHE" -mindepth 1 -maxdepth 1 -type d -name "$suite-*" ! -path "$plain" ! -path "$plain-se-*" -exec rm -rf {} +
+    [[ $VM_SELINUX == 1 ]] || return 0
     rm -rf "$dir"
-    "$VM_DIR/build-image.sh" "$suite" "$dir" || vm_die "build-image.sh $suite failed (see above)"
-    find "$VM_CACHE" -mindepth 1 -maxdepth 1 -type d -name "$suite-*" ! -path "$dir" -exec rm -rf {} +
+    "$VM_DIR/build-selinux-image.sh" "$plain" "$dir" || vm_die "build-selinux-image.sh $suite failed (see above)"
+    find "$VM_CACHE" -mindepth 1 -maxdepth 1 -type d -path "$plain-se-*" ! -path "$dir" ! -path "$dir.*" -exec rm -rf {} +
 }
 
 # ------------------------------------------------------------ boot
 # State of the running VM of one version lives in $VM_RUN/<version>.
 VM_RUN=${VM_RUN:-$VM_CACHE/run}
-vm_run_dir() { echo "$VM_RUN/${1//./}"; }
+vm_run_dir() { echo "$VM_RUN/${1//./}$([[ $VM_SELINUX != 1 ]] || echo -se)"; }
 
 # A free TCP port on 127.0.0.1 for the ssh hostfwd: parallel runs must not
 # collide. The kernel picks it; qemu binds it a moment later.
@@ -148,9 +168,11 @@ vm_boot() {
     port=$(_vm_free_port)
     echo "$port" >"$run/port"
     accel=${ADOPT_VM_ACCEL:-tcg,thread=multi}
+    local append="root=/dev/vda rw console=ttyS0 quiet"
+    [[ $VM_SELINUX != 1 ]] || append+=" security=selinux selinux=1 enforcing=1"
     qemu-system-x86_64 -accel "$accel" -cpu max -m "$VM_MEM" -smp "$VM_SMP" \
         -kernel "$dir/vmlinuz-$kver" -initrd "$dir/initrd.img-$kver" \
-        -append "root=/dev/vda rw console=ttyS0 quiet" \
+        -append "$append" \
         -drive "file=$run/overlay.qcow2,if=virtio,format=qcow2,cache=unsafe" \
         -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0 \
         -display none -serial "file:$run/serial.log" -monitor "unix:$run/monitor.sock,server,nowait" \

@@ -188,7 +188,11 @@ vm_scenarios() {
     vm_cancel_all "$ver" || { vm_fail "$label: could not clear old jobs"; return 0; }
     # Ours is asserted; Debian's outcomes go to the parity table only.
     _chk() { if [[ $m == ours ]]; then vm_check "$@"; fi; }
-    _row() { vm_record "$1" "$m" "$2"; }
+    # Optional hooks (selinux.sh sets them for the enforcing variant):
+    # VM_ROW_HOOK VER ROW after each row, VM_OPTION_HOOK VER OPTIONS when a
+    # scenario sets module options.
+    _row() { vm_record "$1" "$m" "$2"; [[ -z ${VM_ROW_HOOK:-} ]] || "$VM_ROW_HOOK" "$ver" "$1"; }
+    _opt() { [[ -z ${VM_OPTION_HOOK:-} ]] || "$VM_OPTION_HOOK" "$ver" "$1"; }
 
     # -------------------------------------------------- no job
     out=$(vm_login_raw "$ver")
@@ -321,6 +325,7 @@ vm_scenarios() {
     # adopt_via=cgroup and auto: written to the place the stepd would.
     local via
     for via in cgroup auto; do
+        _opt "adopt_via=$via"
         vm_root "$ver" "vm-pam $m adopt_via=$via"
         mark=$(vm_mark "$ver")
         got=$(_vm_where "$(vm_login_raw "$ver" --job "$j")" "$j" "$k")
@@ -336,6 +341,7 @@ vm_scenarios() {
 
     # action_unknown=deny: from outside, no source job: denied with the
     # message; from J's task the callerid still decides.
+    _opt "action_unknown=deny"
     vm_root "$ver" "vm-pam $m action_unknown=deny"
     mark=$(vm_mark "$ver")
     out=$(vm_login_raw "$ver")
@@ -386,7 +392,7 @@ vm_scenarios() {
     fi
     vm_root "$ver" "vm-pam $m"
     vm_cancel_all "$ver" || vm_fail "$label: cleanup after the pam_systemd scenario"
-    unset -f _chk _row
+    unset -f _chk _row _opt
 }
 
 # Once per version, with our module in the stack: adoptctl check's

@@ -36,11 +36,14 @@ pub fn check(d: &mut Findings<'_>) {
             "SELinux is enforcing and the pam_adopt policy module is loaded".to_owned(),
         );
     } else {
+        // A failure, not a warning: on an enforcing refpolicy node (the VM
+        // tier's negative control) sshd_t may not stat the stepd sockets,
+        // so every user with a job is refused as if they had none.
         d.push(
             "selinux",
-            Status::Warn,
+            Status::Fail,
             Some((enforce.as_path(), None)),
-            "SELinux is enforcing and no pam_adopt policy module is loaded: sshd may be denied the stepd sockets",
+            "SELinux is enforcing and no pam_adopt policy module is loaded: sshd is denied the stepd sockets, and users with a job are refused (reason=no_jobs)",
             "load the policy: semodule -i /usr/share/selinux/packages/slurm-adopt/pam_adopt.pp",
         );
     }
