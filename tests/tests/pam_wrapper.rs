@@ -884,10 +884,23 @@ fn every_callerid_fault_leaves_the_choice_to_action_unknown_in_time() {
         let p = n.login("action_unknown=deny");
         p.assert_unknown_denied(&format!("{fault} deny"));
         assert!(p.elapsed < budget, "{fault} took {:?}", p.elapsed);
+        let mut ends: Vec<SocketAddr> = p.tcp().map(|(a, b)| vec![a, b]).unwrap_or_default();
         let p = n.login("action_unknown=newest");
         p.assert_adopted(&n, NEWER, &format!("{fault} newest"));
         assert!(p.elapsed < budget, "{fault} took {:?}", p.elapsed);
-        let seen = n.slurmd.requests();
+        ends.extend(p.tcp().map(|(a, b)| [a, b]).into_iter().flatten());
+        // Only this round's logins: on a loaded host the module may give
+        // up on a slow shim (its RPC has half of 600 ms), and the shim's
+        // thread for that request records it after the round is over.
+        let seen: Vec<_> = n
+            .slurmd
+            .requests()
+            .into_iter()
+            .filter(|s| {
+                s.request
+                    .is_some_and(|r| ends.contains(&r.client) || ends.contains(&r.server))
+            })
+            .collect();
         assert!(!seen.is_empty(), "{fault}: the module never asked");
         assert!(seen.iter().all(|s| s.fault == fault), "{fault}: {seen:?}");
         if matches!(
