@@ -243,7 +243,9 @@ fn stepds_before_25_11_pass_the_namespace_with_get_ns_fd() {
         let mut fds = client.namespace_fds().expect("ns fds");
         assert_eq!(fds.len(), 1, "{version:#x}");
         let only = fds.remove(0);
-        assert_eq!(only.nstype, 0, "old stepds send no type");
+        // Old stepds send no type: the one fd is the job container's
+        // mount namespace, announced as such so setns checks its kind.
+        assert_eq!(only.nstype, libc::CLONE_NEWNS, "{version:#x}");
         same_file(only.fd, &ns);
         assert_eq!(shim.requests(4), [26], "{version:#x}");
         assert_eq!(client.step_uid().expect("uid after fd"), UID);
