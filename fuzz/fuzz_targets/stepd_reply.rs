@@ -151,7 +151,8 @@ fn client_path(data: &[u8], chunk: usize) -> Vec<String> {
         } else {
             let fds = s.reply(NsFdReply);
             if let Ok(fds) = &fds {
-                assert!(fds.len() <= 1 && fds.iter().all(|ns| ns.nstype == 0));
+                // The one fd of GET_NS_FD is announced as CLONE_NEWNS.
+                assert!(fds.len() <= 1 && fds.iter().all(|ns| ns.nstype == 0x0002_0000));
             }
             record(&mut log, fds)
         }
