@@ -38,6 +38,20 @@ echo "account required $theirs action_adopt_failure=deny action_generic_failure=
 
 shim_ready() { [[ $(grep -c '^listening' "$work/shim.out" 2>/dev/null) -eq $1 ]]; }
 field() { sed -n "s/.*$2=\([0-9]*\).*/\1/p" <<<"$1"; }
+stop_shim() {
+    kill "$shim_pid"
+    wait "$shim_pid" 2>/dev/null || true
+    shim_pid=
+}
+# One row: $n transactions through the PAM stack in CONFDIR, with
+# SLURM_CONF (which only Debian's module reads); the script stops unless
+# every one succeeded.
+bench_row() { # LABEL_WIDTH STEPS LABEL SLURM_CONF CONFDIR
+    local line
+    line=$(SLURM_CONF=$4 "$probe" --confdir "$5" sshd "$user" bench "$n")
+    [[ $(field "$line" rc) == 0 ]] || { echo "bench-steps: $3 did not adopt at $2 steps ($line)" >&2; exit 1; }
+    printf "%-6s %-${1}s %8s %8s\n" "$2" "$3" "$(field "$line" p50_us)" "$(field "$line" p99_us)"
+}
 
 printf '%-6s %-16s %8s %8s\n' steps module p50_us p99_us
 for size in 1 10 100; do
@@ -48,13 +62,9 @@ for size in 1 10 100; do
     wait_until 10 shim_ready "$size"
     for m in ours theirs; do
         label=$([[ $m == ours ]] && echo pam_adopt || echo pam_slurm_adopt)
-        line=$(SLURM_CONF=$work/etc/slurm.conf "$probe" --confdir "$work/$m" sshd "$user" bench "$n")
-        [[ $(field "$line" rc) == 0 ]] || { echo "bench-steps: $label did not adopt ($line)" >&2; exit 1; }
-        printf '%-6s %-16s %8s %8s\n' "$size" "$label" "$(field "$line" p50_us)" "$(field "$line" p99_us)"
+        bench_row 16 "$size" "$label" "$work/etc/slurm.conf" "$work/$m"
     done
-    kill "$shim_pid"
-    wait "$shim_pid" 2>/dev/null || true
-    shim_pid=
+    stop_shim
 done
 
 # cgroup v2, natively: a real cgroup2 hierarchy (bind-mounted from a
@@ -108,13 +118,9 @@ for m in ours-v2 ours theirs permit; do
     theirs) label=pam_slurm_adopt ;;
     permit) label="pam_permit (control)" ;;
     esac
-    line=$(SLURM_CONF=$work/etc-v2/slurm.conf "$probe" --confdir "$work/$m" sshd "$user" bench "$n")
-    [[ $(field "$line" rc) == 0 ]] || { echo "bench-steps: $label did not adopt on the v2 tree ($line)" >&2; exit 1; }
-    printf '%-6s %-28s %8s %8s\n' "$v2" "$label" "$(field "$line" p50_us)" "$(field "$line" p99_us)"
+    bench_row 28 "$v2" "$label" "$work/etc-v2/slurm.conf" "$work/$m"
 done
-kill "$shim_pid"
-wait "$shim_pid" 2>/dev/null || true
-shim_pid=
+stop_shim
 cleanup_v2
 
 # The same with real stepds: REAL_STEPS real jobs on this node (one of the
