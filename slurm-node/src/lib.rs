@@ -16,3 +16,4 @@ pub mod session;
 pub mod spool;
 pub mod stepd;
 pub mod syslog;
+mod wait;

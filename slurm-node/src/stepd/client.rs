@@ -18,15 +18,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::poll::PollFlags;
 use nix::sys::socket::{self, MsgFlags};
-use nix::sys::time::TimeSpec;
 
 use super::connect::connect_stream;
 use super::decode::{
     AddExternPidReply, HandshakeReply, IntReply, Layout, NsFdReply, NsFdsReply, ReplyDecoder,
     StateReply, StepUidReply, Want, X11Reply,
 };
+use crate::wait::{Readiness, wait_fd};
+
 use super::fd_passing::{FdRecvError, check_namespace, recv_fd};
 use super::protocol::{
     CodecError, MAX_XAUTHORITY_LEN, NS_FDS_MIN_VERSION, Request, StepState, X11Display,
@@ -299,15 +300,10 @@ impl StepdClient {
     /// Wait until the socket is ready for `events` (or hung up, or in
     /// error: the syscall after tells which), or fail at the deadline.
     fn wait_ready(&self, op: &'static str, events: PollFlags) -> Result<(), StepdError> {
-        loop {
-            let left = self.remaining(op)?;
-            let mut fds = [PollFd::new(self.stream.as_fd(), events)];
-            match ppoll(&mut fds, Some(TimeSpec::from_duration(left)), None) {
-                // Timed out: `remaining` says so on the next round.
-                Ok(0) | Err(Errno::EINTR) => {}
-                Ok(_) => return Ok(()),
-                Err(errno) => return Err(self.errno_error(op, errno)),
-            }
+        match wait_fd(self.stream.as_fd(), events, self.deadline) {
+            Ok(Readiness::Ready) => Ok(()),
+            Ok(Readiness::TimedOut) => Err(self.timeout(op)),
+            Err(errno) => Err(self.errno_error(op, errno)),
         }
     }
 

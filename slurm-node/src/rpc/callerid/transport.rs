@@ -13,11 +13,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, ppoll};
-use nix::sys::time::TimeSpec;
+use nix::poll::PollFlags;
 
 use crate::rpc::{RpcError, Stage};
+use crate::wait::{Readiness, wait_fd};
 
 use super::reply::reply_frame_len;
 
@@ -85,21 +84,14 @@ fn wait_ready(
     stage: Stage,
     deadline: Instant,
 ) -> Result<(), RpcError> {
-    loop {
-        let left = time_left(peer, stage, deadline)?;
-        let mut fds = [PollFd::new(stream.as_fd(), events)];
-        match ppoll(&mut fds, Some(TimeSpec::from_duration(left)), None) {
-            // Timed out: `time_left` says so on the next round.
-            Ok(0) | Err(Errno::EINTR) => {}
-            Ok(_) => return Ok(()),
-            Err(errno) => {
-                return Err(RpcError::Io {
-                    peer,
-                    stage,
-                    source: errno.into(),
-                });
-            }
-        }
+    match wait_fd(stream.as_fd(), events, deadline) {
+        Ok(Readiness::Ready) => Ok(()),
+        Ok(Readiness::TimedOut) => Err(RpcError::Timeout { peer, stage }),
+        Err(errno) => Err(RpcError::Io {
+            peer,
+            stage,
+            source: errno.into(),
+        }),
     }
 }
 
