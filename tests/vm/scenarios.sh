@@ -86,11 +86,56 @@ _vm_no_user_jobs() {
     [[ -z $(vm_root "$1" "squeue -h -o %i") ]] &&
         ! vm_root "$1" "compgen -G '$VM_SPOOL/slurmvm_*.4294967292' >/dev/null"
 }
+# Jobs whose extern socket is still in the spool with no slurmstepd left
+# to serve it (the stepd died without unlinking it), one per line.
+_vm_orphan_externs() {
+    vm_root "$1" "for s in $VM_SPOOL/slurmvm_*.4294967292; do
+        [[ -S \$s ]] || continue; j=\${s##*_}; j=\${j%%.*}
+        pgrep -f '^slurmstepd: \\['\$j'\\.extern\\]' >/dev/null || echo \$j
+    done"
+}
+# Slurm 24.11.5 (trixie's) sometimes loses an extern stepd at teardown:
+# the kernel logs a slurmstepd thread's segfault at address 0 right after
+# the job's kill request, and the socket stays behind. It is Slurm's
+# fault, not the module's (upstream 24.11.6 fixed a race in the extern
+# step's x11 shutdown that left spool files behind), but it is a real
+# node's state, so it is met as one: recorded, a login without a job is
+# checked to be still denied past the dead socket, and the socket is
+# removed (as slurmd does at its next start) so the next scenario starts
+# on a clean spool.
+VM_ORPHANS=()
+# No job left, and no extern socket, or only orphans for 5 s running (a
+# stepd unlinks its socket before it exits, so they will not go away).
+_vm_jobs_settled() { # VER
+    _vm_no_user_jobs "$1" && return 0
+    if [[ -z $(vm_root "$1" "squeue -h -o %i") && -n $(_vm_orphan_externs "$1") ]]; then
+        _vm_orphan_polls=$((_vm_orphan_polls + 1))
+    else
+        _vm_orphan_polls=0
+    fi
+    ((_vm_orphan_polls >= 10))
+}
+_vm_settle_orphans() { # VER
+    local ver=$1 orphans got crash
+    [[ -z $(vm_root "$ver" "squeue -h -o %i") ]] || return 1
+    orphans=$(_vm_orphan_externs "$ver" | tr '\n' ' ')
+    [[ -n $orphans ]] || return 1
+    # Every socket left must be an orphan: a live stepd is a real failure.
+    [[ $(vm_root "$ver" "ls $VM_SPOOL | grep -c '\.4294967292\$'") == $(wc -w <<<"$orphans") ]] || return 1
+    crash=$(vm_root "$ver" "journalctl -k -q --no-pager -o cat | grep -E 'slurmstepd\[[0-9]+\]: segfault' | tail -n1")
+    echo "       noticed: extern socket of job(s) ${orphans% } left with no slurmstepd (kernel: ${crash:-no segfault line})"
+    VM_ORPHANS+=("${orphans% }")
+    got=$(_vm_where "$(vm_login_raw "$ver")")
+    vm_check "with job(s) ${orphans% }'s dead extern socket in the spool, ssh without a job is denied ($got)" \
+        _vm_eq "$got" "denied (you have no active jobs on this node)"
+    for j in $orphans; do vm_root "$ver" "rm -f $VM_SPOOL/slurmvm_$j.4294967292"; done
+}
 _vm_user_procs_none() { ! vm_root "$1" "pgrep -u $VM_UID >/dev/null"; }
 vm_cancel_all() { # VER: no job, no extern socket, no process of the user
     local ver=$1
     vm_root "$ver" "scancel -u $VM_USER; scancel -u $VM_OTHER; loginctl terminate-user $VM_USER" >/dev/null 2>&1 || true
-    if ! _vm_wait 90 _vm_no_user_jobs "$ver"; then
+    _vm_orphan_polls=0
+    if ! _vm_wait 90 _vm_jobs_settled "$ver" || ! { _vm_no_user_jobs "$ver" || _vm_settle_orphans "$ver"; }; then
         echo "jobs or extern sockets still there 90 s after scancel:" >&2
         vm_root "$ver" "squeue; ls -la $VM_SPOOL; tail -n 20 /var/log/slurm/slurmd.log" >&2 || true
         return 1

@@ -196,5 +196,7 @@ for i in "${!stage_names[@]}"; do
     printf '%6ss  %s\n' "${stage_secs[$i]}" "${stage_names[$i]}"
 done
 printf '%6ss  %s\n' "$((SECONDS - t_all))" "total"
+((${#VM_ORPHANS[@]} == 0)) ||
+    echo "noticed: extern stepds that died at teardown and left their socket (jobs ${VM_ORPHANS[*]}; see tests/vm/README.md, Known faults)"
 echo "$VM_PASSED passed, $VM_FAILED failed"
 ((VM_FAILED == 0))
