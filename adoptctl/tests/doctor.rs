@@ -1460,3 +1460,193 @@ fn a_conf_server_slurmd_beside_an_etc_slurm_conf_is_a_warning() {
     assert!(msg.contains("--conf-server ctl:6817"), "{msg}");
     r.only_problem("configless");
 }
+
+// ---- namespace/linux and namespace.yaml (Slurm 25.11+) ----
+
+const NS_YAML: &str = "defaults:\n  auto_base_path: true\n  base_path: \"/var/lib/slurm-ns\"\n";
+
+impl Node {
+    /// The good node with NamespaceType=namespace/linux (slurm.conf line 16)
+    /// and, if `yaml` is given, namespace.yaml beside slurm.conf.
+    fn with_namespace_linux(yaml: Option<&str>) -> Node {
+        let n = Node::new();
+        n.edit(
+            "etc/slurm/slurm.conf",
+            "LaunchParameters=ulimit_pam_adopt\n",
+            "LaunchParameters=ulimit_pam_adopt\nNamespaceType=namespace/linux\n",
+        );
+        if let Some(text) = yaml {
+            n.write("etc/slurm/namespace.yaml", text);
+            fs::set_permissions(
+                n.path("etc/slurm/namespace.yaml"),
+                fs::Permissions::from_mode(0o644),
+            )
+            .expect("chmod");
+        }
+        n
+    }
+}
+
+#[test]
+fn namespace_linux_with_its_yaml_passes() {
+    let r = Node::with_namespace_linux(Some(NS_YAML)).doctor(&[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.text, r.stderr);
+    let msg = r.expect("ok", "namespace", "/etc/slurm/namespace.yaml");
+    assert!(msg.contains("mode 0644"), "{msg}");
+    let msg = r.expect("ok", "namespace", "-");
+    assert!(msg.contains("setns into the job's namespaces"), "{msg}");
+}
+
+#[test]
+fn no_namespace_check_without_namespace_linux() {
+    // namespace/tmpfs reads job_container.conf: namespace.yaml is not its file.
+    let n = Node::new();
+    n.edit(
+        "etc/slurm/slurm.conf",
+        "LaunchParameters=ulimit_pam_adopt\n",
+        "LaunchParameters=ulimit_pam_adopt\nNamespaceType=namespace/tmpfs\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    assert!(
+        !r.lines().iter().any(|l| l.check == "namespace"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn namespace_linux_without_its_yaml_fails_at_the_namespacetype_line() {
+    let r = Node::with_namespace_linux(None).doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "namespace", "/etc/slurm/slurm.conf:16");
+    assert!(msg.contains("no /etc/slurm/namespace.yaml"), "{msg}");
+    r.only_problem("namespace");
+
+    // A job_container.conf left from before 25.11 is named in the fix.
+    let n = Node::with_namespace_linux(None);
+    n.write(
+        "etc/slurm/job_container.conf",
+        "BasePath=/var/lib/slurm-ns\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    r.expect("fail", "namespace", "/etc/slurm/slurm.conf:16");
+    assert!(
+        r.text
+            .contains("move /etc/slurm/job_container.conf's settings into"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn namespace_yaml_writable_by_others_or_of_another_owner_fails() {
+    let n = Node::with_namespace_linux(Some(NS_YAML));
+    let yaml = n.path("etc/slurm/namespace.yaml");
+    fs::set_permissions(&yaml, fs::Permissions::from_mode(0o646)).expect("chmod");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "namespace", "/etc/slurm/namespace.yaml");
+    assert!(msg.contains("mode 0646"), "{msg}");
+    assert!(
+        r.text.contains("chmod o-w /etc/slurm/namespace.yaml"),
+        "{}",
+        r.text
+    );
+    r.only_problem("namespace");
+
+    if nix::unistd::geteuid().is_root() {
+        fs::set_permissions(&yaml, fs::Permissions::from_mode(0o644)).expect("chmod");
+        nix::unistd::chown(&yaml, Some(nix::unistd::Uid::from_raw(4242)), None).expect("chown");
+        let r = n.doctor(&[]);
+        assert_eq!(r.code, 2, "{}", r.text);
+        let msg = r.expect("fail", "namespace", "/etc/slurm/namespace.yaml");
+        assert!(msg.contains("owned by uid 4242"), "{msg}");
+    }
+}
+
+#[test]
+fn namespace_linux_on_an_enforcing_node_needs_pam_adopt_ns() {
+    let n = Node::with_namespace_linux(Some(NS_YAML));
+    n.write("sys/fs/selinux/enforce", "1");
+    fs::create_dir_all(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt"))
+        .expect("mkdir");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "namespace", "-");
+    assert!(msg.contains("pam_adopt_ns"), "{msg}");
+    r.only_problem("namespace");
+
+    fs::create_dir_all(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt_ns"))
+        .expect("mkdir");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+
+    // join_container=false: nothing to join, nothing to allow.
+    let n = Node::with_namespace_linux(Some(NS_YAML));
+    n.write("sys/fs/selinux/enforce", "1");
+    fs::create_dir_all(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt"))
+        .expect("mkdir");
+    n.edit(
+        "etc/pam.d/sshd",
+        "pam_adopt.so action_unknown=newest",
+        "pam_adopt.so action_unknown=newest join_container=false",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    assert!(r.text.contains("join_container=false"), "{}", r.text);
+}
+
+#[test]
+fn a_user_namespace_on_an_enforcing_node_needs_the_boolean() {
+    let yaml =
+        format!("{NS_YAML}  clone_ns_flags:\n    - \"CLONE_NEWPID\"\n    - \"CLONE_NEWUSER\"\n");
+    let n = Node::with_namespace_linux(Some(&yaml));
+    n.write("sys/fs/selinux/enforce", "1");
+    for m in ["pam_adopt", "pam_adopt_ns"] {
+        fs::create_dir_all(n.path(&format!("var/lib/selinux/targeted/active/modules/400/{m}")))
+            .expect("mkdir");
+    }
+    n.write("sys/fs/selinux/booleans/pam_adopt_join_userns", "0 0");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    let msg = r.expect("fail", "namespace", "/etc/slurm/namespace.yaml");
+    assert!(msg.contains("pam_adopt_join_userns is off"), "{msg}");
+    assert!(
+        r.text.contains("setsebool -P pam_adopt_join_userns on"),
+        "{}",
+        r.text
+    );
+
+    n.write("sys/fs/selinux/booleans/pam_adopt_join_userns", "1 1");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+}
+
+#[test]
+fn a_configless_node_judges_the_cached_namespace_yaml() {
+    let n = Node::configless();
+    n.edit(
+        &format!("{CACHE}/slurm.conf"),
+        "LaunchParameters=ulimit_pam_adopt\n",
+        "LaunchParameters=ulimit_pam_adopt\nNamespaceType=namespace/linux\n",
+    );
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    r.expect("fail", "namespace", &format!("{CACHED_CONF}:17"));
+
+    n.write(&format!("{CACHE}/namespace.yaml"), NS_YAML);
+    fs::set_permissions(
+        n.path(&format!("{CACHE}/namespace.yaml")),
+        fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let r = n.doctor(&[]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    r.expect(
+        "ok",
+        "namespace",
+        "/var/spool/slurmd/conf-cache/namespace.yaml",
+    );
+}

@@ -330,13 +330,42 @@ mc_scenarios() {
     unset -f _chk
 }
 
-# _mc_doctor_clean OUTPUT: doctor found nothing wrong but shared-fs, which
-# Docker's fuse-overlayfs storage trips on every node (the module's file is
-# on FUSE); else OUTPUT is shown.
+# _mc_doctor_clean RC OUTPUT: doctor exited 0 with no warning or failure;
+# else OUTPUT is shown.
 _mc_doctor_clean() {
     local bad
-    bad=$(grep -E '^(fail|warn) ' <<<"$1" | grep -vE '^fail +shared-fs ' || true)
-    [[ -z $bad ]] || { printf '%s\n' "$1"; return 1; }
+    bad=$(grep -E '^(fail|warn) ' <<<"$2" || true)
+    [[ $1 -eq 0 && -z $bad ]] || { printf '%s\n' "$2"; return 1; }
+}
+
+# _mc_refused_cache VER MODULE JOB HOW: c1's configless cache made one a
+# real node must refuse (HOW: o+w, writable by others; owner, another
+# user's), one ssh login->c1 while JOB runs there, the cache restored.
+# Records the parity row; for our module asserts the denial, its
+# reason=node_setup and the logged cause.
+_mc_refused_cache() {
+    local ver=$1 m=$2 j=$3 how=$4 file=/run/slurm/conf/slurm.conf change undo why mark got d bob
+    bob=$(mc_exec "$ver" c1 id -u adopt-bob)
+    case $how in
+        o+w) change=(chmod o+w) undo=(chmod o-w) why="writable by others" ;;
+        owner) change=(chown adopt-bob) undo=(chown root) why="owned by uid $bob" ;;
+    esac
+    mc_exec "$ver" c1 "${change[@]}" "$file"
+    mark=$(mc_mark "$ver" c1)
+    got=$(mc_login "$ver" login c1)
+    d=$(mc_decision "$ver" c1 "$mark")
+    local out rc=0
+    [[ $m != ours ]] || out=$(mc_exec "$ver" c1 adoptctl doctor 2>&1) || rc=$?
+    mc_exec "$ver" c1 "${undo[@]}" "$file"
+    mc_record "cache_$how:_login->c1_(J)" "$m" "$(_mc_jk "$got" "$j" "")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+    [[ $m == ours ]] || return 0
+    echo "       c1's line: ${d:-none}"
+    mc_check "configless: cache $file $why: login->c1 is denied although job $j runs there" _mc_eq "$got" denied
+    mc_check "configless: cache $how: c1's syslog line says decision=deny reason=node_setup" _mc_eq "$(cut -d' ' -f1,3 <<<"$d")" "deny node_setup"
+    mc_check "configless: cache $how: c1's syslog says why the cache was refused ($why)" \
+        bash -c "docker exec $(mc_container "$ver" c1) tail -n +$((mark + 1)) /var/log/auth.log | grep -E 'pam_adopt\(sshd:account\): .*slurm.conf: .*$why'"
+    mc_check "configless: cache $how: adoptctl doctor on c1 exits 2 with a slurm-conf failure (exit $rc)" \
+        bash -c '[[ $1 -eq 2 ]] && grep -qE "^fail +slurm-conf " <<<"$2" || { printf "%s\n" "$2"; exit 1; }' _ "$rc" "$out"
 }
 
 # mc_dynamic_scenarios VERSION ours|debian: the configless layout's dynamic
@@ -347,7 +376,7 @@ mc_dynamic_scenarios() {
     label=$([[ $m == ours ]] && echo pam_adopt || echo pam_slurm_adopt)
     dyn=$(mc_slurm_name d1)
     echo "--- Slurm $ver, $label: configless, dynamic node $dyn"
-    mc_exec "$ver" d1 mc-pam "$m"
+    for n in c1 c2 d1; do mc_exec "$ver" "$n" mc-pam "$m"; done
     mc_cancel_all "$ver" || { mc_fail "$label: could not clear old jobs"; return 0; }
     _chk() { if [[ $m == ours ]]; then mc_check "$@"; fi; }
 
@@ -355,7 +384,7 @@ mc_dynamic_scenarios() {
         for n in c1 d1; do
             rc=0
             out=$(mc_exec "$ver" "$n" adoptctl doctor 2>&1) || rc=$?
-            mc_check "configless: adoptctl doctor on $n (exit $rc) finds nothing wrong but shared-fs (Docker's FUSE storage)" _mc_doctor_clean "$out"
+            mc_check "configless: adoptctl doctor on $n exits 0 with no warning (exit $rc)" _mc_doctor_clean "$rc" "$out"
         done
     fi
 
@@ -383,12 +412,19 @@ mc_dynamic_scenarios() {
         mc_check "d1's syslog line says decision=adopt job=$j reason=only_job" _mc_eq "$(cut -d' ' -f1-3 <<<"$d")" "adopt $j only_job"
     fi
 
+    _mc_refused_cache "$ver" "$m" "$j" o+w
+    _mc_refused_cache "$ver" "$m" "$j" owner
+    got=$(mc_login "$ver" login c1)
+    _chk "$label: configless: cache restored, ssh login->c1 lands in job $j again" _mc_eq "$got" "job $j"
+
+    local started
     docker exec -d "$(mc_container "$ver" login)" runuser -u "$MC_USER" -- ssh d1 "sleep 903"
-    _mc_wait 15 _mc_pgrep_in_job "$ver" d1 "^sleep 903" "$j"; got=$?
-    _chk "$label: session login->d1 (sleep 903) runs in job $j on d1" test "$got" -eq 0
+    _mc_wait 15 _mc_pgrep_in_job "$ver" d1 "^sleep 903" "$j"; started=$?
+    _chk "$label: session login->d1 (sleep 903) runs in job $j on d1" test "$started" -eq 0
     mc_exec "$ver" ctl scancel "$j"
     _mc_wait 30 _mc_pgrep_none "$ver" d1 "^sleep 903"; got=$?
-    mc_record "dynamic:_scancel_J:_session_ends_on_d1" "$m" "$( ((got == 0)) && echo yes || echo no)"
+    # A module that denied the login has no session for scancel to end.
+    mc_record "dynamic:_scancel_J_ends_d1_session" "$m" "$( ((started != 0)) && echo "no session" || { ((got == 0)) && echo yes || echo no; })"
     _chk "$label: scancel $j ends the adopted session on d1" test "$got" -eq 0
     mc_cancel_all "$ver" || mc_fail "$label: jobs did not end after scancel"
     got=$(mc_login "$ver" login d1)

@@ -126,7 +126,7 @@ pub fn check(d: &mut Findings<'_>, found: &FoundConf, signs: &Signs) {
     d.ok(
         CHECK,
         None,
-        "configless ships slurm.conf, its Includes and cgroup.conf only: the PAM line, sshd_config, /etc/slurm/adopt.toml and the hooks' files must come from the node image".to_owned(),
+        "configless ships only Slurm's own files (slurm.conf and the Includes beside it, cgroup.conf, namespace.yaml and the like): the PAM line, sshd_config, /etc/slurm/adopt.toml and the hooks' files must come from the node image".to_owned(),
     );
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Checks are grouped by domain, one file each: `pam` (account and session
 //! stacks), `sshd`, `slurm` (slurm.conf and its hooks), `spool`
-//! (SlurmdSpoolDir), `cgroup` and `selinux`. Where the module has a rule
+//! (SlurmdSpoolDir), `configless`, `cgroup`, `namespace` (namespace/linux's
+//! namespace.yaml) and `selinux`. Where the module has a rule
 //! (how config files are opened, what spool directory it accepts), doctor
 //! calls the module's own code rather than a copy of the rule, so the two
 //! cannot disagree. They share only `findings`, the collector; this file wires
@@ -16,6 +17,7 @@
 mod cgroup;
 mod configless;
 mod findings;
+mod namespace;
 mod pam;
 mod selinux;
 mod slurm;
@@ -85,6 +87,7 @@ pub fn run(args: &Args) -> Vec<Finding> {
             spool::check(&mut d, &conf, &node);
         }
         cgroup::check(&mut d, &conf);
+        namespace::check(&mut d, &conf, module_opts.as_ref());
     }
     selinux::check(&mut d);
     d.into_vec()

@@ -540,24 +540,68 @@ fn shared_fs_check(d: &mut Findings<'_>, module: &Entry, file: &Path, network_fs
             }
         }
     };
-    match kind {
-        Some(fs) if module.dash => d.ok(
-            "shared-fs",
-            at(module),
-            format!("{} is on a {fs} filesystem; `-account` keeps an unmounted filesystem from locking everyone out", file.display()),
+    // A path named by --network-fs is a mount of its own by definition.
+    let on_root = !forced && same_filesystem(d.root().dir(), &host);
+    let shown = file.display();
+    let (status, message) = match shared_fs_verdict(kind.as_deref(), on_root, module.dash) {
+        FsVerdict::Local => (Status::Ok, format!("{shown} is on a local filesystem")),
+        FsVerdict::RootFs(fs) => (
+            Status::Ok,
+            format!(
+                "{shown} is on the {fs} filesystem that holds / itself: it cannot be missing while sshd and /etc/pam.d are there"
+            ),
         ),
-        Some(fs) => d.push(
-            "shared-fs",
+        FsVerdict::Skippable(fs) => (
+            Status::Ok,
+            format!(
+                "{shown} is on a {fs} filesystem; `-account` keeps an unmounted filesystem from locking everyone out"
+            ),
+        ),
+        FsVerdict::LockOut(fs) => (
             Status::Fail,
-            at(module),
-            format!("{} is on a {fs} filesystem and loaded without `-`: while it is unreachable no one can log in, root included", file.display()),
-            "install the module on a local disk (the slurm-adopt package), or write the line as `-account`",
+            format!(
+                "{shown} is on a {fs} filesystem and loaded without `-`: while it is unreachable no one can log in, root included"
+            ),
         ),
-        None => d.ok(
-            "shared-fs",
-            at(module),
-            format!("{} is on a local filesystem", file.display()),
-        ),
+    };
+    let fix = if status == Status::Fail {
+        "install the module on a local disk (the slurm-adopt package), or write the line as `-account`"
+    } else {
+        ""
+    };
+    d.push("shared-fs", status, at(module), message, fix);
+}
+
+/// What a module file's filesystem means for lock-out.
+#[derive(Debug, PartialEq, Eq)]
+enum FsVerdict<'a> {
+    Local,
+    /// A network (or FUSE) filesystem that is the node's `/` itself, as on
+    /// diskless nodes or in a container on fuse-overlayfs: when it is gone,
+    /// so are sshd and libpam, and `-account` would save nothing.
+    RootFs(&'a str),
+    /// A separate network mount, skipped by `-account` while it is missing.
+    Skippable(&'a str),
+    /// A separate network mount without `-`: its absence denies everyone.
+    LockOut(&'a str),
+}
+
+fn shared_fs_verdict(network: Option<&str>, on_root_fs: bool, dash: bool) -> FsVerdict<'_> {
+    match network {
+        None => FsVerdict::Local,
+        Some(fs) if on_root_fs => FsVerdict::RootFs(fs),
+        Some(fs) if dash => FsVerdict::Skippable(fs),
+        Some(fs) => FsVerdict::LockOut(fs),
+    }
+}
+
+/// Whether `file` is on the filesystem of the directory `root` (the node's
+/// `/` as read here). Unknown counts as not: the check stays strict.
+fn same_filesystem(root: &Path, file: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(root), std::fs::metadata(file)) {
+        (Ok(r), Ok(f)) => r.dev() == f.dev(),
+        _ => false,
     }
 }
 
@@ -607,5 +651,48 @@ fn session_checks(d: &mut Findings<'_>, stacks: &Stacks) {
             None,
             "no pam_systemd.so in the session stack".to_owned(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_separate_network_mount_without_dash_locks_everyone_out() {
+        assert_eq!(
+            shared_fs_verdict(Some("NFS"), false, false),
+            FsVerdict::LockOut("NFS")
+        );
+        assert_eq!(
+            shared_fs_verdict(Some("NFS"), false, true),
+            FsVerdict::Skippable("NFS")
+        );
+        assert_eq!(shared_fs_verdict(None, false, false), FsVerdict::Local);
+    }
+
+    #[test]
+    fn a_network_root_filesystem_is_not_a_lock_out_of_its_own() {
+        // Docker on fuse-overlayfs, or a diskless node's NFS root: the
+        // module shares the fate of sshd itself.
+        assert_eq!(
+            shared_fs_verdict(Some("FUSE"), true, false),
+            FsVerdict::RootFs("FUSE")
+        );
+        assert_eq!(
+            shared_fs_verdict(Some("NFS"), true, true),
+            FsVerdict::RootFs("NFS")
+        );
+    }
+
+    #[test]
+    fn same_filesystem_compares_devices() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("pam_adopt.so");
+        std::fs::write(&file, b"").unwrap();
+        assert!(same_filesystem(tmp.path(), &file));
+        // /proc is never the filesystem of a temp dir.
+        assert!(!same_filesystem(tmp.path(), Path::new("/proc/self/status")));
+        assert!(!same_filesystem(tmp.path(), &tmp.path().join("missing")));
     }
 }

@@ -1,22 +1,26 @@
 //! SELinux: when enforcing, sshd needs the pam_adopt policy module to
-//! reach the stepd sockets.
+//! reach the stepd sockets. The state readers here also serve the
+//! namespace check (pam_adopt_ns, pam_adopt_join_userns).
 
 use std::fs;
 use std::path::Path;
 
 use super::findings::Findings;
 use crate::report::Status;
+use crate::root::Root;
 
-/// Check that an enforcing node has the pam_adopt policy module.
-pub fn check(d: &mut Findings<'_>) {
-    let enforce = d.root().host(Path::new("/sys/fs/selinux/enforce"));
-    let enforcing = fs::read_to_string(&enforce).is_ok_and(|s| s.trim() == "1");
-    if !enforcing {
-        d.ok("selinux", None, "SELinux is not enforcing".to_owned());
-        return;
-    }
-    let store = d.root().host(Path::new("/var/lib/selinux"));
-    let loaded = fs::read_dir(&store)
+/// Whether the node's SELinux is enforcing.
+pub fn enforcing(root: &Root) -> bool {
+    let enforce = root.host(Path::new("/sys/fs/selinux/enforce"));
+    fs::read_to_string(&enforce).is_ok_and(|s| s.trim() == "1")
+}
+
+/// Whether the policy module `name` is installed in the node's policy
+/// store (any policy, any priority), or, on this machine itself, listed by
+/// `semodule -l`.
+pub fn module_loaded(root: &Root, name: &str) -> bool {
+    let store = root.host(Path::new("/var/lib/selinux"));
+    fs::read_dir(&store)
         .into_iter()
         .flatten()
         .flatten()
@@ -26,9 +30,31 @@ pub fn check(d: &mut Findings<'_>) {
                 .into_iter()
                 .flatten()
                 .flatten()
-                .any(|prio| prio.path().join("pam_adopt").exists())
+                .any(|prio| prio.path().join(name).exists())
         })
-        || (!d.root().is_set() && semodule_lists_pam_adopt());
+        || (!root.is_set() && semodule_lists(name))
+}
+
+/// The current value of the boolean `name` (selinuxfs holds "current
+/// pending"); `None` when the node has no such boolean.
+pub fn boolean(root: &Root, name: &str) -> Option<bool> {
+    let file = root.host(&Path::new("/sys/fs/selinux/booleans").join(name));
+    let text = fs::read_to_string(file).ok()?;
+    match text.split_whitespace().next()? {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Check that an enforcing node has the pam_adopt policy module.
+pub fn check(d: &mut Findings<'_>) {
+    let enforce = d.root().host(Path::new("/sys/fs/selinux/enforce"));
+    if !enforcing(d.root()) {
+        d.ok("selinux", None, "SELinux is not enforcing".to_owned());
+        return;
+    }
+    let loaded = module_loaded(d.root(), "pam_adopt");
     if loaded {
         d.ok(
             "selinux",
@@ -49,13 +75,13 @@ pub fn check(d: &mut Findings<'_>) {
     }
 }
 
-fn semodule_lists_pam_adopt() -> bool {
+fn semodule_lists(name: &str) -> bool {
     std::process::Command::new("semodule")
         .arg("-l")
         .output()
         .is_ok_and(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .any(|l| l.split_whitespace().next() == Some("pam_adopt"))
+                .any(|l| l.split_whitespace().next() == Some(name))
         })
 }
