@@ -10,7 +10,9 @@
 #           Prolog/Epilog/TaskProlog hooks, the Debian package, and the
 #           benchmarks
 #   tier 3: the Dockerized mini-cluster per Slurm version (22.05, 24.11,
-#           26.05), images built here from debootstrapped rootfs
+#           26.05), images built here from debootstrapped rootfs, then
+#           24.11 again configless (slurmd --conf-server) with a dynamic
+#           node (slurmd -Z)
 #   tier 4: a cgroup v2 VM (Slurm 22.05; 24.11 by --version) under qemu
 #           TCG, images debootstrapped here (tests/vm/README.md), then the
 #           same VM with SELinux enforcing Debian's refpolicy (--selinux)
@@ -51,6 +53,10 @@ selinux_policy() {
 
 tier3_mini_cluster() {
     tests/mini-cluster/test.sh 2>&1 | tee "$log_dir/mini-cluster.log"
+}
+
+tier3_mini_cluster_configless() {
+    tests/mini-cluster/test.sh --version 24.11 --layout configless 2>&1 | tee "$log_dir/mini-cluster-configless.log"
 }
 
 tier4_vm() {
@@ -100,6 +106,7 @@ stage "tier 2: benchmark, 50 concurrent multi-job logins (callerid)" tests/real-
 stage "tier 2: benchmark, 1,000 extern steps with 10 hung (scan window)" tests/real-slurm/bench-scan-window.sh
 stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh
 stage "tier 3: Dockerized mini-cluster (Slurm 22.05, 24.11, 26.05)" tier3_mini_cluster
+stage "tier 3: mini-cluster, configless + dynamic node (Slurm 24.11)" tier3_mini_cluster_configless
 stage "tier 4: cgroup v2 VM (Slurm 22.05)" tier4_vm
 stage "tier 4: SELinux enforcing VM (Slurm 22.05, refpolicy)" bash -c 'ADOPT_VM_BENCH=0 tests/vm/test.sh --selinux 2>&1 | tee "$0/vm-selinux.log"' "$log_dir"
 
@@ -110,7 +117,7 @@ tally() {
     {
         sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo-test.log"
         local log
-        for log in "$log_dir"/real-slurm*.log "$log_dir/selinux.log" "$log_dir/mini-cluster.log" "$log_dir/vm.log" "$log_dir/vm-selinux.log"; do
+        for log in "$log_dir"/real-slurm*.log "$log_dir/selinux.log" "$log_dir"/mini-cluster*.log "$log_dir/vm.log" "$log_dir/vm-selinux.log"; do
             sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -n1
         done
     } | awk '{ p += $1; f += $2 } END { printf "%d passed, %d failed\n", p, f }'
