@@ -208,17 +208,33 @@ impl Scan {
 /// (an allocation with only its extern step) always is. The stepds asked
 /// still say whose job it is; the tree only narrows whom to ask.
 pub fn scan_user_jobs(view: &NodeView, uid: u32, deadline: Instant) -> Result<Scan, NodeError> {
-    let listing = spool::list_steps(&view.spool_dir, &view.node.name, &view.trusted_uids)?;
+    let narrowing = narrowing(view, uid);
+    // Only extern steps are asked, and on v2 a job the tree shows to be
+    // another user's is left out before its socket is even looked at:
+    // on a busy node those stats were a good part of a login.
+    let mut ruled_out = 0;
+    let listing = spool::list_steps_where(
+        &view.spool_dir,
+        &view.node.name,
+        &view.trusted_uids,
+        |name| {
+            if name.step_id != slurm_node::stepd::EXTERN_STEP_ID {
+                return false;
+            }
+            let keep = narrowing.may_be_users(name.job_id, uid);
+            ruled_out += usize::from(!keep);
+            keep
+        },
+    )?;
     let mut scan = Scan {
         skipped: listing.skipped,
+        others: ruled_out,
         ..Scan::default()
     };
-    let narrowing = narrowing(view, uid, &listing.steps);
     let wall_clock = SystemTime::now();
     let (externs, elsewhere): (Vec<StepSocket>, Vec<StepSocket>) = listing
         .steps
         .into_iter()
-        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
         .partition(|s| worth_asking(s, &narrowing, uid, wall_clock));
     scan.others += elsewhere.len();
     // A hung stepd keeps the scan waiting until its deadline: stop at half
@@ -268,6 +284,20 @@ enum Narrowing {
     TaskOwners(TaskOwners),
 }
 
+impl Narrowing {
+    /// Whether job `job_id` may be `uid`'s as far as the tree shows, from
+    /// its number alone: only v2's task owners can rule a job out before
+    /// its socket is looked at (v1's rule needs the socket's age).
+    fn may_be_users(&self, job_id: u32, uid: u32) -> bool {
+        match self {
+            Narrowing::TaskOwners(owners) => {
+                owners.owner_of(job_id).is_none_or(|owner| owner == uid)
+            }
+            Narrowing::AskAll | Narrowing::UserJobs(_) => true,
+        }
+    }
+}
+
 /// The node's cgroup tree as Slurm uses it, CgroupSlice included.
 fn cgroup_fs(view: &NodeView) -> Result<CgroupFs, CgroupError> {
     let fs = CgroupFs::detect(&view.conf.cgroup.mountpoint, Path::new(MOUNTINFO))?;
@@ -280,18 +310,14 @@ fn cgroup_fs(view: &NodeView) -> Result<CgroupFs, CgroupError> {
 /// How far the cgroup tree narrows the stepds to ask: on v1 Slurm's
 /// `uid_<uid>` directories, on v2 the owners of task directories;
 /// anything unreadable or unknown asks every stepd.
-fn narrowing(view: &NodeView, uid: u32, steps: &[StepSocket]) -> Narrowing {
+fn narrowing(view: &NodeView, uid: u32) -> Narrowing {
     let Ok(fs) = cgroup_fs(view) else {
         return Narrowing::AskAll;
     };
     if let Some(jobs) = fs.v1_jobs_of_uid(&view.node.name, uid) {
         return Narrowing::UserJobs(jobs);
     }
-    let jobs = steps
-        .iter()
-        .filter(|s| s.step_id == slurm_node::stepd::EXTERN_STEP_ID)
-        .map(|s| s.job_id);
-    match fs.v2_task_owners(Path::new(PROC_ROOT), &view.node.name, jobs) {
+    match fs.v2_task_owners(Path::new(PROC_ROOT), &view.node.name) {
         Some(owners) => Narrowing::TaskOwners(owners),
         None => Narrowing::AskAll,
     }
@@ -306,11 +332,8 @@ fn narrowing(view: &NodeView, uid: u32, steps: &[StepSocket]) -> Narrowing {
 /// job's owner, and a job too young to have one is asked.
 fn worth_asking(step: &StepSocket, narrowing: &Narrowing, uid: u32, now: SystemTime) -> bool {
     let jobs = match narrowing {
-        Narrowing::AskAll => return true,
-        Narrowing::TaskOwners(owners) => {
-            return owners
-                .owner_of(step.job_id)
-                .is_none_or(|owner| owner == uid);
+        Narrowing::AskAll | Narrowing::TaskOwners(_) => {
+            return narrowing.may_be_users(step.job_id, uid);
         }
         Narrowing::UserJobs(jobs) => jobs,
     };

@@ -204,6 +204,19 @@ pub fn list_steps(
     scan(dir, node_name, trusted_uids, |_| true)
 }
 
+/// Like [`list_steps`], for the sockets whose names `wanted` keeps: the
+/// others are never stat'ed, so a caller that can rule steps out by name
+/// pays nothing for them.
+pub fn list_steps_where(
+    spool_dir: &Path,
+    node_name: &str,
+    trusted_uids: &[u32],
+    wanted: impl FnMut(&StepName) -> bool,
+) -> Result<StepListing, SpoolError> {
+    let dir = open_dir(Path::new("/"), spool_dir, trusted_uids, CHAIN_OWNERS)?;
+    scan(dir, node_name, trusted_uids, wanted)
+}
+
 /// Like [`list_steps`], restricted to extern steps, including the skipped
 /// entries.
 pub fn extern_steps(
@@ -306,10 +319,10 @@ fn socket_node_name(name: &[u8]) -> Option<String> {
 
 /// The numbers in a socket name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StepName {
-    job_id: u32,
-    step_id: u32,
-    het_component: Option<u32>,
+pub struct StepName {
+    pub job_id: u32,
+    pub step_id: u32,
+    pub het_component: Option<u32>,
 }
 
 /// `O_NONBLOCK` costs nothing on a directory and keeps a FIFO put in its
@@ -524,7 +537,7 @@ fn scan(
     dir: Option<SpoolDir>,
     node_name: &str,
     trusted_uids: &[u32],
-    wanted: impl Fn(&StepName) -> bool,
+    mut wanted: impl FnMut(&StepName) -> bool,
 ) -> Result<StepListing, SpoolError> {
     let Some(dir) = dir else {
         return Ok(StepListing::default());
@@ -965,6 +978,40 @@ mod tests {
                 (p("n1_5.4294967292"), SkipReason::NotASocket),
             ]
         );
+    }
+
+    #[test]
+    fn names_left_out_by_the_filter_are_never_examined() {
+        let dir = spool();
+        let _l = [
+            socket(dir.path(), "n1_1.4294967292"),
+            socket(dir.path(), "n1_2.4294967292"),
+            socket(dir.path(), "n1_2.0"),
+        ];
+        // A file in place of job 3's socket: reported only when job 3 is
+        // wanted at all.
+        fs::write(dir.path().join("n1_3.4294967292"), b"").expect("write");
+        let mut asked = Vec::new();
+        let listing = list_steps_where(dir.path(), NODE, &[me()], |name| {
+            asked.push((name.job_id, name.step_id));
+            name.step_id == EXTERN_STEP_ID && name.job_id != 3
+        })
+        .expect("scan");
+        asked.sort_unstable();
+        assert_eq!(
+            asked,
+            [
+                (1, EXTERN_STEP_ID),
+                (2, 0),
+                (2, EXTERN_STEP_ID),
+                (3, EXTERN_STEP_ID)
+            ]
+        );
+        assert_eq!(
+            ids(&listing),
+            [(1, EXTERN_STEP_ID, None), (2, EXTERN_STEP_ID, None)]
+        );
+        assert!(listing.skipped.is_empty(), "{:?}", listing.skipped);
     }
 
     #[test]

@@ -16,9 +16,14 @@
 //! the stepd's own answer; this only decides whom not to ask.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, FileStat, Mode};
 
 use super::{CgroupFs, CgroupMode, parse_u32};
 
@@ -31,12 +36,81 @@ struct DirStat {
     sealed_dir: bool,
 }
 
-fn lstat(path: &Path) -> Option<DirStat> {
-    let meta = fs::symlink_metadata(path).ok()?;
-    Some(DirStat {
-        uid: meta.uid(),
-        sealed_dir: meta.file_type().is_dir() && meta.mode() & 0o022 == 0,
-    })
+impl DirStat {
+    fn of(st: &FileStat) -> DirStat {
+        DirStat {
+            uid: st.st_uid,
+            sealed_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_mode & 0o022 == 0,
+        }
+    }
+}
+
+/// What the walk reads below the stepd scopes. It only ever names paths
+/// relative to a scope (`job_5/step_batch/user/task_0`): on a node they
+/// are resolved from the scope's open directory, so a lookup walks only
+/// the few cgroup levels below it (the kernfs lookups of the levels
+/// above were most of a v2 login's cost), and what is read is the scope
+/// that was checked, not whatever its path names later. Tests map them
+/// onto a fake tree with owners of their choosing.
+trait ScopeReader {
+    fn scope_count(&self) -> usize;
+    /// `rel` below scope `scope`; the empty path is the scope itself.
+    fn stat(&self, scope: usize, rel: &Path) -> Option<DirStat>;
+    /// The names in directory `rel` below scope `scope`.
+    fn names(&self, scope: usize, rel: &Path) -> Vec<OsString>;
+}
+
+/// The stepd scopes, open.
+struct OpenScopes {
+    fds: Vec<OwnedFd>,
+}
+
+impl OpenScopes {
+    fn open(scopes: &[PathBuf]) -> OpenScopes {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        OpenScopes {
+            fds: scopes
+                .iter()
+                .filter_map(|scope| fcntl::open(scope.as_path(), flags, Mode::empty()).ok())
+                .collect(),
+        }
+    }
+}
+
+impl ScopeReader for OpenScopes {
+    fn scope_count(&self) -> usize {
+        self.fds.len()
+    }
+
+    fn stat(&self, scope: usize, rel: &Path) -> Option<DirStat> {
+        let fd = self.fds.get(scope)?;
+        let st = if rel.as_os_str().is_empty() {
+            stat::fstat(fd)
+        } else {
+            stat::fstatat(fd, rel, AtFlags::AT_SYMLINK_NOFOLLOW)
+        };
+        st.ok().map(|st| DirStat::of(&st))
+    }
+
+    fn names(&self, scope: usize, rel: &Path) -> Vec<OsString> {
+        let Some(fd) = self.fds.get(scope) else {
+            return Vec::new();
+        };
+        let target: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let Ok(mut dir) = Dir::openat(fd, target, flags, Mode::empty()) else {
+            return Vec::new();
+        };
+        dir.iter()
+            .flatten()
+            .map(|entry| OsString::from_vec(entry.file_name().to_bytes().to_vec()))
+            .filter(|name| name != "." && name != "..")
+            .collect()
+    }
 }
 
 /// Jobs whose cgroup tree names their owner, from one walk of the stepd
@@ -73,15 +147,10 @@ impl FromIterator<(u32, u32)> for TaskOwners {
 }
 
 impl CgroupFs {
-    /// On cgroup v2, the owner of each of `jobs` whose tree shows one
-    /// (see the module doc). `None` on v1 or when no stepd scope exists:
-    /// then nothing can be skipped.
-    pub fn v2_task_owners(
-        &self,
-        proc_root: &Path,
-        node: &str,
-        jobs: impl IntoIterator<Item = u32>,
-    ) -> Option<TaskOwners> {
+    /// On cgroup v2, the owner of every job in the stepd scopes whose
+    /// tree shows one (see the module doc). `None` on v1 or when no
+    /// stepd scope exists: then nothing can be skipped.
+    pub fn v2_task_owners(&self, proc_root: &Path, node: &str) -> Option<TaskOwners> {
         if self.mode != CgroupMode::Unified {
             return None;
         }
@@ -89,70 +158,141 @@ impl CgroupFs {
         if scopes.is_empty() {
             return None;
         }
-        Some(walk_scopes(&scopes, jobs, 0, &lstat))
+        Some(walk_scopes(&OpenScopes::open(&scopes), 0))
     }
 }
 
 /// The walk, with the trusted owner of the directories above the task
-/// directories (root) and the stat injected, so tests can build trees
-/// with foreign owners without being root.
+/// directories (root) injected, so tests can build trees with foreign
+/// owners without being root.
 ///
-/// Only the jobs asked about are looked at, by name, so the cost is a few
-/// stats per job: a batch job's `step_batch/user/task_0` is tried first,
-/// and only a job without one has its steps listed.
-fn walk_scopes(
-    scopes: &[impl AsRef<Path>],
-    jobs: impl IntoIterator<Item = u32>,
-    trusted: u32,
-    stat: &dyn Fn(&Path) -> Option<DirStat>,
-) -> TaskOwners {
+/// The cost is one listing per scope and two stats per job: a batch
+/// job's `step_batch/user/task_0` is tried first, and only a job without
+/// one has its steps listed.
+fn walk_scopes(reader: &dyn ScopeReader, trusted: u32) -> TaskOwners {
     // Evidence from above a task directory counts only if everything on
     // the way is a sealed directory of the trusted owner.
-    let trusted_dir = |path: &Path| stat(path).is_some_and(|s| s.sealed_dir && s.uid == trusted);
-    let scopes: Vec<&Path> = scopes
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|scope| trusted_dir(scope))
-        .collect();
-    let mut owners = BTreeMap::new();
-    for job_id in jobs {
-        // A job in two scopes (22.05's name and the plain one) with two
-        // different owners is no evidence at all.
-        let mut found = JobOwner::Unknown;
-        for scope in &scopes {
-            let job_dir = scope.join(format!("job_{job_id}"));
-            let here = match batch_task_owner(&job_dir, trusted, &trusted_dir, stat) {
+    let trusted_dir = |scope: usize, rel: &Path| {
+        reader
+            .stat(scope, rel)
+            .is_some_and(|s| s.sealed_dir && s.uid == trusted)
+    };
+    // A job in two scopes (22.05's name and the plain one) with two
+    // different owners is no evidence at all.
+    let mut found: BTreeMap<u32, JobOwner> = BTreeMap::new();
+    for scope in 0..reader.scope_count() {
+        if !trusted_dir(scope, Path::new("")) {
+            continue;
+        }
+        for name in reader.names(scope, Path::new("")) {
+            let Some(job_id) = name
+                .to_str()
+                .and_then(|n| parse_u32(n.strip_prefix("job_")?))
+            else {
+                continue;
+            };
+            let job = JobTree {
+                reader,
+                scope,
+                dir: PathBuf::from(name),
+                trusted,
+            };
+            let here = match job.batch_task_owner() {
                 Some(uid) => JobOwner::Uid(uid),
-                None if trusted_dir(&job_dir) => job_owner(&job_dir, trusted, &trusted_dir, stat),
+                None if trusted_dir(scope, &job.dir) => job.step_owner(),
                 None => JobOwner::Unknown,
             };
-            found = found.merge(here);
-        }
-        if let JobOwner::Uid(uid) = found {
-            owners.insert(job_id, uid);
+            let entry = found.entry(job_id).or_insert(JobOwner::Unknown);
+            *entry = entry.merge(here);
         }
     }
-    TaskOwners { owners }
+    TaskOwners {
+        owners: found
+            .into_iter()
+            .filter_map(|(job, owner)| match owner {
+                JobOwner::Uid(uid) => Some((job, uid)),
+                _ => None,
+            })
+            .collect(),
+    }
 }
 
-/// The owner of a batch job's first task directory, when it is there
-/// in a trusted `user` directory: two stats for the common case.
-///
-/// The directory it sits in is the one that matters: only its owner can
-/// create entries in a sealed directory, and cgroup v2 refuses rename
-/// (EPERM on the unified hierarchy), so nobody can have moved a
-/// directory of theirs in from elsewhere. Whoever could write higher up
-/// (`job_<id>`, `step_batch`) could only have replaced `user` with a
-/// directory of their own, which fails this check.
-fn batch_task_owner(
-    job_dir: &Path,
+/// One `job_<id>` directory in one scope.
+struct JobTree<'a> {
+    reader: &'a dyn ScopeReader,
+    scope: usize,
+    /// Relative to the scope.
+    dir: PathBuf,
     trusted: u32,
-    trusted_dir: &dyn Fn(&Path) -> bool,
-    stat: &dyn Fn(&Path) -> Option<DirStat>,
-) -> Option<u32> {
-    let user = job_dir.join("step_batch/user");
-    let task = stat(&user.join("task_0")).filter(|t| t.sealed_dir && t.uid != trusted)?;
-    trusted_dir(&user).then_some(task.uid)
+}
+
+impl JobTree<'_> {
+    fn stat(&self, rel: &Path) -> Option<DirStat> {
+        self.reader.stat(self.scope, rel)
+    }
+
+    fn trusted_dir(&self, rel: &Path) -> bool {
+        self.stat(rel)
+            .is_some_and(|s| s.sealed_dir && s.uid == self.trusted)
+    }
+
+    /// The owner of a batch job's first task directory, when it is there
+    /// in a trusted `user` directory: two stats for the common case.
+    ///
+    /// The directory it sits in is the one that matters: only its owner can
+    /// create entries in a sealed directory, and cgroup v2 refuses rename
+    /// (EPERM on the unified hierarchy), so nobody can have moved a
+    /// directory of theirs in from elsewhere. Whoever could write higher up
+    /// (`job_<id>`, `step_batch`) could only have replaced `user` with a
+    /// directory of their own, which fails this check.
+    fn batch_task_owner(&self) -> Option<u32> {
+        let user = self.dir.join("step_batch/user");
+        let task = self
+            .stat(&user.join("task_0"))
+            .filter(|t| t.sealed_dir && t.uid != self.trusted)?;
+        self.trusted_dir(&user).then_some(task.uid)
+    }
+
+    /// The one non-trusted uid owning task directories of the job's real
+    /// steps, if there is exactly one.
+    fn step_owner(&self) -> JobOwner {
+        let mut found: Option<u32> = None;
+        for name in self.reader.names(self.scope, &self.dir) {
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            // The extern step's tree is root's whoever owns the job.
+            if !name.starts_with("step_") || name == "step_extern" {
+                continue;
+            }
+            let step = self.dir.join(name);
+            let user_dir = step.join("user");
+            if !self.trusted_dir(&step) || !self.trusted_dir(&user_dir) {
+                continue;
+            }
+            for task in self.reader.names(self.scope, &user_dir) {
+                let is_task = task
+                    .to_str()
+                    .and_then(|t| parse_u32(t.strip_prefix("task_")?))
+                    .is_some();
+                if !is_task {
+                    continue;
+                }
+                let Some(task) = self.stat(&user_dir.join(task)) else {
+                    continue;
+                };
+                if !task.sealed_dir || task.uid == self.trusted {
+                    continue;
+                }
+                match found {
+                    None => found = Some(task.uid),
+                    Some(uid) if uid == task.uid => {}
+                    Some(_) => return JobOwner::Conflicting,
+                }
+            }
+        }
+        found.map_or(JobOwner::Unknown, JobOwner::Uid)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,69 +312,12 @@ impl JobOwner {
     }
 }
 
-/// The one non-trusted uid owning task directories of the job's real
-/// steps, if there is exactly one.
-fn job_owner(
-    job_dir: &Path,
-    trusted: u32,
-    trusted_dir: &dyn Fn(&Path) -> bool,
-    stat: &dyn Fn(&Path) -> Option<DirStat>,
-) -> JobOwner {
-    let Ok(steps) = fs::read_dir(job_dir) else {
-        return JobOwner::Unknown;
-    };
-    let mut found: Option<u32> = None;
-    for step in steps.flatten() {
-        let name = step.file_name();
-        let Some(name) = name.to_str() else {
-            continue;
-        };
-        // The extern step's tree is root's whoever owns the job.
-        if !name.starts_with("step_") || name == "step_extern" {
-            continue;
-        }
-        let user_dir = step.path().join("user");
-        if !trusted_dir(&step.path()) || !trusted_dir(&user_dir) {
-            continue;
-        }
-        for (_, task_dir) in numbered_children(&user_dir, "task_") {
-            let Some(task) = stat(&task_dir) else {
-                continue;
-            };
-            if !task.sealed_dir || task.uid == trusted {
-                continue;
-            }
-            match found {
-                None => found = Some(task.uid),
-                Some(uid) if uid == task.uid => {}
-                Some(_) => return JobOwner::Conflicting,
-            }
-        }
-    }
-    found.map_or(JobOwner::Unknown, JobOwner::Uid)
-}
-
-/// `<dir>/<prefix><number>` entries, in no particular order.
-fn numbered_children(dir: &Path, prefix: &str) -> Vec<(u32, std::path::PathBuf)> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let number = parse_u32(name.to_str()?.strip_prefix(prefix)?)?;
-            Some((number, entry.path()))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::PathBuf;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     const ME: u32 = 4242;
 
@@ -267,13 +350,34 @@ mod tests {
         }
 
         fn walk(&self) -> TaskOwners {
-            let stat = |path: &Path| {
-                lstat(path).map(|s| DirStat {
-                    uid: self.owners.get(path).copied().unwrap_or(ME),
-                    ..s
-                })
+            walk_scopes(self, ME)
+        }
+    }
+
+    /// The fake tree as the walk reads it: real directories, owners from
+    /// the table.
+    impl ScopeReader for Tree {
+        fn scope_count(&self) -> usize {
+            1
+        }
+
+        fn stat(&self, _scope: usize, rel: &Path) -> Option<DirStat> {
+            let path = if rel.as_os_str().is_empty() {
+                self.scope()
+            } else {
+                self.scope().join(rel)
             };
-            walk_scopes(&[self.scope()], 1..=20, ME, &stat)
+            let meta = fs::symlink_metadata(&path).ok()?;
+            Some(DirStat {
+                uid: self.owners.get(&path).copied().unwrap_or(ME),
+                sealed_dir: meta.file_type().is_dir() && meta.mode() & 0o022 == 0,
+            })
+        }
+
+        fn names(&self, _scope: usize, rel: &Path) -> Vec<OsString> {
+            fs::read_dir(self.scope().join(rel))
+                .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default()
         }
     }
 
@@ -353,15 +457,15 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let no_proc = Path::new("/nonexistent");
         let v1 = CgroupFs::with_mode(root.path(), CgroupMode::Legacy);
-        assert_eq!(v1.v2_task_owners(no_proc, "n1", [1]), None);
+        assert_eq!(v1.v2_task_owners(no_proc, "n1"), None);
         let v2 = CgroupFs::with_mode(root.path(), CgroupMode::Unified);
-        assert_eq!(v2.v2_task_owners(no_proc, "n1", [1]), None);
+        assert_eq!(v2.v2_task_owners(no_proc, "n1"), None);
         fs::create_dir_all(root.path().join("system.slice/slurmstepd.scope/job_1")).expect("mkdir");
         fs::set_permissions(
             root.path().join("system.slice/slurmstepd.scope"),
             fs::Permissions::from_mode(0o755),
         )
         .expect("chmod");
-        assert!(v2.v2_task_owners(no_proc, "n1", [1]).is_some());
+        assert!(v2.v2_task_owners(no_proc, "n1").is_some());
     }
 }
