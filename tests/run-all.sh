@@ -13,7 +13,7 @@
 #           26.05), images built here from debootstrapped rootfs, then
 #           24.11 again configless (slurmd --conf-server) with a dynamic
 #           node (slurmd -Z)
-#   tier 4: a cgroup v2 VM (Slurm 22.05; 24.11 by --version) under qemu
+#   tier 4: a cgroup v2 VM per Slurm version (22.05, 24.11) under qemu
 #           TCG, images debootstrapped here (tests/vm/README.md), then the
 #           same VM with SELinux enforcing Debian's refpolicy (--selinux)
 # Must run as root on Debian 12: tier 2 starts daemons and adds test users.
@@ -107,7 +107,7 @@ stage "tier 2: benchmark, 1,000 extern steps with 10 hung (scan window)" tests/r
 stage "tier 2: benchmark, Epilog last-job decision" tests/real-slurm/bench-epilog.sh
 stage "tier 3: Dockerized mini-cluster (Slurm 22.05, 24.11, 26.05)" tier3_mini_cluster
 stage "tier 3: mini-cluster, configless + dynamic node (Slurm 24.11)" tier3_mini_cluster_configless
-stage "tier 4: cgroup v2 VM (Slurm 22.05)" tier4_vm
+stage "tier 4: cgroup v2 VM (Slurm 22.05, 24.11)" tier4_vm
 stage "tier 4: SELinux enforcing VM (Slurm 22.05, refpolicy)" bash -c 'ADOPT_VM_BENCH=0 tests/vm/test.sh --selinux 2>&1 | tee "$0/vm-selinux.log"' "$log_dir"
 
 # One closing tally over every tier: cargo's per-binary lines, plus the

@@ -7,11 +7,10 @@
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM_REPO=$(cd "$VM_DIR/../.." && pwd)
 VM_CACHE=${ADOPT_VM_CACHE:-$VM_REPO/target/vm}
-# Every version the tier can build; the test command runs VM_DEFAULT_VERSIONS.
-# 24.11 (trixie) runs with `--version 24.11` but is not in the test command
-# yet: two scenarios fail there (tests/vm/README.md, "Known failures").
+# Every version the tier can build; the test command runs VM_DEFAULT_VERSIONS
+# (the --selinux variant runs 22.05 only: refpolicy is bookworm's).
 VM_VERSIONS=(22.05 24.11)
-VM_DEFAULT_VERSIONS=(22.05)
+VM_DEFAULT_VERSIONS=(22.05 24.11)
 VM_MIRROR=${ADOPT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # -smp and the guest's slurm.conf CPUs= must agree, or slurmd registers
 # with "Low CPUs" and the node goes inval; configure.sh writes CPUs from

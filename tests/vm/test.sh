@@ -36,7 +36,9 @@ while (($#)); do
         *) vm_die "unknown argument '$1' (test.sh [--version V]... [--keep] [--selinux])" ;;
     esac
 done
-((${#versions[@]})) || versions=("${VM_DEFAULT_VERSIONS[@]}")
+if ((${#versions[@]} == 0)); then
+    if [[ $VM_SELINUX == 1 ]]; then versions=(22.05); else versions=("${VM_DEFAULT_VERSIONS[@]}"); fi
+fi
 for v in "${versions[@]}"; do vm_suite "$v" >/dev/null; done
 vm_require_root
 
