@@ -8,8 +8,9 @@
 # are measured: allocations with only their extern step (salloc
 # --no-shell), whose owner nothing on disk shows, so pam_adopt asks every
 # stepd as Debian's module does; and batch jobs, whose task directories
-# are chowned to their owner, so pam_adopt skips their stepds (the v2
-# narrowing). TCG makes absolute times 10-100x slower than a real node:
+# show their owner (task directories chowned to it up to 23.x, task
+# processes running as it on 24.11), so pam_adopt skips their stepds (the
+# v2 narrowing). TCG makes absolute times 10-100x slower than a real node:
 # compare within one run.
 #   ADOPT_VM_BENCH_STEPS  extern steps at the large size (default 50; 100
 #                         needs about a minute more per version to start)
@@ -17,7 +18,7 @@
 
 _vm_bench_count() { vm_root "$1" "compgen -G '$VM_SPOOL/slurmvm_*.${2:-4294967292}' | wc -l"; }
 _vm_bench_have() { [[ $(_vm_bench_count "$1") -ge $2 ]]; }
-# Batch steps whose task directory is there (chowned by the stepd).
+# Batch steps whose task directory is there.
 _vm_bench_batch_tasks() { vm_root "$1" "compgen -G '/sys/fs/cgroup/system.slice/*slurmstepd.scope/job_*/step_batch/user/task_0' | wc -l"; }
 _vm_bench_have_batch() { [[ $(_vm_bench_batch_tasks "$1") -ge $2 ]]; }
 _vm_field() { sed -n "s/.*$2=\([0-9]*\).*/\1/p" <<<"$1" | head -n1; }
@@ -37,7 +38,23 @@ _vm_bench_size() { # VER SIZE N
     done
 }
 
-_vm_bench_only_mine() { [[ $(_vm_bench_count "$1") -le 1 ]]; }
+# The other user's allocations are over: their jobs are gone and no
+# extern socket but the user's is left. A socket whose stepd died at
+# teardown (Slurm 24.11.5, tests/vm/README.md "Known faults": 49
+# teardowns here make it likely) never goes: once the jobs are gone it is
+# recorded and removed, as vm_cancel_all does, instead of ending the
+# benchmark.
+_vm_bench_only_mine() {
+    local ver=$1 orphans
+    [[ $(_vm_bench_count "$ver") -le 1 ]] && return 0
+    [[ -z $(vm_root "$ver" "squeue -h -u $VM_OTHER -o %i") ]] || return 1
+    orphans=$(_vm_orphan_externs "$ver" | tr '\n' ' ')
+    [[ -n $orphans ]] || return 1
+    echo "       noticed: extern socket of job(s) ${orphans% } left with no slurmstepd after scancel (removed)"
+    VM_ORPHANS+=("${orphans% }")
+    for j in $orphans; do vm_root "$ver" "rm -f $VM_SPOOL/slurmvm_$j.4294967292"; done
+    [[ $(_vm_bench_count "$ver") -le 1 ]]
+}
 
 vm_bench() {
     local ver=$1 steps=${ADOPT_VM_BENCH_STEPS:-50} n=${ADOPT_VM_BENCH_N:-60} j mod t0
@@ -79,11 +96,16 @@ vm_bench() {
     _vm_bench_size "$ver" "salloc" "$n" || return 0
 
     # The same crowd as batch jobs: the narrowing can see these.
+    # 49 Epilogs of one user run one at a time (the hooks' per-user lock):
+    # under TCG that took 60-120 s.
     vm_root "$ver" "scancel -u $VM_OTHER" || true
-    if ! _vm_wait 120 _vm_bench_only_mine "$ver"; then
-        vm_fail "bench: $VM_OTHER's allocations did not end"
+    t0=$SECONDS
+    if ! _vm_wait 360 _vm_bench_only_mine "$ver"; then
+        vm_fail "bench: $VM_OTHER's allocations did not end in 360 s"
+        vm_root "$ver" "squeue | tail -n 5; tail -n 5 /var/log/slurm/slurmd.log" || true
         return 0
     fi
+    echo "       $((steps - 1)) allocations ended in $((SECONDS - t0)) s"
     t0=$SECONDS
     vm_root "$ver" "cd /tmp && for i in \$(seq 1 $((steps - 1))); do
             runuser -u $VM_OTHER -- sbatch -Q --output=/dev/null -N1 -n1 --mem=8M --oversubscribe -J vm-bench --wrap 'sleep 900' >/dev/null
@@ -126,5 +148,5 @@ vm_bench() {
     echo "  narrowing: asking every stepd costs $(awk -v a="$o" -v b="$oa" 'BEGIN { if (a > 0) printf "%.1f", b / a; else print "-" }')x the narrowed login"
     echo
     vm_root "$ver" "scontrol update PartitionName=debug OverSubscribe=NO"
-    vm_cancel_all "$ver" || vm_fail "bench: jobs did not end"
+    vm_cancel_all "$ver" 360 || vm_fail "bench: jobs did not end in 360 s"
 }

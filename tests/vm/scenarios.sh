@@ -15,6 +15,9 @@ VM_PASSED=${VM_PASSED:-0}
 VM_FAILED=${VM_FAILED:-0}
 declare -gA VM_RESULT=()
 VM_ROWS=()
+# Every failed check's name, repeated after the tally: CI keeps only the
+# head and the tail of a long log.
+declare -ga VM_FAILED_NAMES=()
 
 # vm_check NAME CMD...: CMD must succeed; its output is shown on failure.
 vm_check() {
@@ -26,12 +29,13 @@ vm_check() {
         echo "ok   - $name"
     else
         VM_FAILED=$((VM_FAILED + 1))
+        VM_FAILED_NAMES+=("$name")
         echo "FAIL - $name (exit $rc)"
         [[ -z $out ]] || printf '%s\n' "$out" | sed 's/^/       | /'
     fi
     return 0
 }
-vm_fail() { VM_FAILED=$((VM_FAILED + 1)); echo "FAIL - $*"; }
+vm_fail() { VM_FAILED=$((VM_FAILED + 1)); VM_FAILED_NAMES+=("$*"); echo "FAIL - $*"; }
 _vm_eq() { [[ $1 == "$2" ]] || { echo "expected '$2', got '$1'"; return 1; }; }
 # _vm_has REGEX TEXT: a line of TEXT matches (TEXT is never re-parsed by a
 # shell: doctor's fix lines carry quotes).
@@ -131,12 +135,14 @@ _vm_settle_orphans() { # VER
     for j in $orphans; do vm_root "$ver" "rm -f $VM_SPOOL/slurmvm_$j.4294967292"; done
 }
 _vm_user_procs_none() { ! vm_root "$1" "pgrep -u $VM_UID >/dev/null"; }
-vm_cancel_all() { # VER: no job, no extern socket, no process of the user
-    local ver=$1
+# SECONDS (default 90) is how long the jobs may take to end: the
+# benchmark's 50 jobs end one Epilog at a time per user under TCG.
+vm_cancel_all() { # VER [SECONDS]: no job, no extern socket, no process of the user
+    local ver=$1 secs=${2:-90}
     vm_root "$ver" "scancel -u $VM_USER; scancel -u $VM_OTHER; loginctl terminate-user $VM_USER" >/dev/null 2>&1 || true
     _vm_orphan_polls=0
-    if ! _vm_wait 90 _vm_jobs_settled "$ver" || ! { _vm_no_user_jobs "$ver" || _vm_settle_orphans "$ver"; }; then
-        echo "jobs or extern sockets still there 90 s after scancel:" >&2
+    if ! _vm_wait "$secs" _vm_jobs_settled "$ver" || ! { _vm_no_user_jobs "$ver" || _vm_settle_orphans "$ver"; }; then
+        echo "jobs or extern sockets still there $secs s after scancel:" >&2
         vm_root "$ver" "squeue; ls -la $VM_SPOOL; tail -n 20 /var/log/slurm/slurmd.log" >&2 || true
         return 1
     fi

@@ -200,5 +200,6 @@ done
 printf '%6ss  %s\n' "$((SECONDS - t_all))" "total"
 ((${#VM_ORPHANS[@]} == 0)) ||
     echo "noticed: extern stepds that died at teardown and left their socket (jobs ${VM_ORPHANS[*]}; see tests/vm/README.md, Known faults)"
+for name in "${VM_FAILED_NAMES[@]}"; do echo "failed: $name"; done
 echo "$VM_PASSED passed, $VM_FAILED failed"
 ((VM_FAILED == 0))

@@ -9,6 +9,16 @@
 //! and nobody else can make it look so: only root creates directories in
 //! root-owned cgroup directories, and chown to another uid is root's too.
 //!
+//! Slurm 24.11 no longer chowns the task directories: there every level
+//! is root's, and the owner is read from the processes in the task
+//! directory instead (its `cgroup.procs`, then who owns `/proc/<pid>`).
+//! Only root can move a process into a root-owned cgroup, so the
+//! processes there are the ones the stepd put there: the job's tasks,
+//! which run as the job's user. A task still being set up (root, before
+//! its setuid) or running a set-id program (non-dumpable, so its /proc
+//! entry is root's) shows root and is no evidence; two users in one task
+//! directory are none either.
+//!
 //! The evidence is one-sided. A job with only its extern step (`salloc
 //! --no-shell`) shows no owner at all, so the caller may skip a stepd
 //! only when the tree names *another* uid for its job, and must ask every
@@ -58,21 +68,33 @@ trait ScopeReader {
     fn stat(&self, scope: usize, rel: &Path) -> Option<DirStat>;
     /// The names in directory `rel` below scope `scope`.
     fn names(&self, scope: usize, rel: &Path) -> Vec<OsString>;
+    /// The first pids in `rel/cgroup.procs` below scope `scope`.
+    fn procs(&self, scope: usize, rel: &Path) -> Vec<u32>;
+    /// Who owns `/proc/<pid>`.
+    fn proc_owner(&self, pid: u32) -> Option<u32>;
 }
 
-/// The stepd scopes, open.
+/// How many of a task directory's processes are looked at: a job's tasks
+/// all run as its user, so a few say as much as all of them.
+const PROCS_SAMPLE: usize = 8;
+/// What is read of a `cgroup.procs`: room for [`PROCS_SAMPLE`] pids.
+const PROCS_READ: usize = 128;
+
+/// The stepd scopes, open, and /proc.
 struct OpenScopes {
     fds: Vec<OwnedFd>,
+    proc_fd: Option<OwnedFd>,
 }
 
 impl OpenScopes {
-    fn open(scopes: &[PathBuf]) -> OpenScopes {
+    fn open(scopes: &[PathBuf], proc_root: &Path) -> OpenScopes {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         OpenScopes {
             fds: scopes
                 .iter()
                 .filter_map(|scope| fcntl::open(scope.as_path(), flags, Mode::empty()).ok())
                 .collect(),
+            proc_fd: fcntl::open(proc_root, flags, Mode::empty()).ok(),
         }
     }
 }
@@ -111,6 +133,43 @@ impl ScopeReader for OpenScopes {
             .filter(|name| name != "." && name != "..")
             .collect()
     }
+
+    fn procs(&self, scope: usize, rel: &Path) -> Vec<u32> {
+        let Some(fd) = self.fds.get(scope) else {
+            return Vec::new();
+        };
+        // cgroup.procs is a kernfs file: a read never blocks on a peer.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let Ok(file) = fcntl::openat(fd, &rel.join("cgroup.procs"), flags, Mode::empty()) else {
+            return Vec::new();
+        };
+        let mut buf = [0u8; PROCS_READ];
+        let Ok(n) = nix::unistd::read(&file, &mut buf) else {
+            return Vec::new();
+        };
+        pids_in(buf.get(..n).unwrap_or_default(), n < PROCS_READ)
+    }
+
+    fn proc_owner(&self, pid: u32) -> Option<u32> {
+        let fd = self.proc_fd.as_ref()?;
+        stat::fstatat(fd, pid.to_string().as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|st| st.st_uid)
+    }
+}
+
+/// The pids in the start of a `cgroup.procs` (one per line); the last,
+/// possibly cut, line counts only when the read reached the end.
+fn pids_in(bytes: &[u8], whole: bool) -> Vec<u32> {
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if !whole {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .filter_map(|l| std::str::from_utf8(l).ok().and_then(parse_u32))
+        .take(PROCS_SAMPLE)
+        .collect()
 }
 
 /// Jobs whose cgroup tree names their owner, from one walk of the stepd
@@ -158,7 +217,7 @@ impl CgroupFs {
         if scopes.is_empty() {
             return None;
         }
-        Some(walk_scopes(&OpenScopes::open(&scopes), 0))
+        Some(walk_scopes(&OpenScopes::open(&scopes, proc_root), 0))
     }
 }
 
@@ -247,10 +306,36 @@ impl JobTree<'_> {
     /// directory of their own, which fails this check.
     fn batch_task_owner(&self) -> Option<u32> {
         let user = self.dir.join("step_batch/user");
-        let task = self
-            .stat(&user.join("task_0"))
-            .filter(|t| t.sealed_dir && t.uid != self.trusted)?;
-        self.trusted_dir(&user).then_some(task.uid)
+        let task_dir = user.join("task_0");
+        let task = self.stat(&task_dir).filter(|t| t.sealed_dir)?;
+        if !self.trusted_dir(&user) {
+            return None;
+        }
+        if task.uid != self.trusted {
+            return Some(task.uid);
+        }
+        match self.procs_owner(&task_dir) {
+            JobOwner::Uid(uid) => Some(uid),
+            _ => None,
+        }
+    }
+
+    /// The one user the processes in task directory `rel` (trusted, so
+    /// only root can have put them there) run as.
+    fn procs_owner(&self, rel: &Path) -> JobOwner {
+        let mut found = JobOwner::Unknown;
+        for pid in self.reader.procs(self.scope, rel) {
+            let here = match self.reader.proc_owner(pid) {
+                // Root is a task not yet set up, or a set-id program:
+                // nothing is said of the job.
+                Some(uid) if uid == self.trusted || uid == 0 => return JobOwner::Unknown,
+                Some(uid) => JobOwner::Uid(uid),
+                // Gone since the listing.
+                None => JobOwner::Unknown,
+            };
+            found = found.merge(here);
+        }
+        found
     }
 
     /// The one non-trusted uid owning task directories of the job's real
@@ -278,15 +363,25 @@ impl JobTree<'_> {
                 if !is_task {
                     continue;
                 }
-                let Some(task) = self.stat(&user_dir.join(task)) else {
+                let task_dir = user_dir.join(task);
+                let Some(task) = self.stat(&task_dir) else {
                     continue;
                 };
-                if !task.sealed_dir || task.uid == self.trusted {
+                if !task.sealed_dir {
                     continue;
                 }
+                let uid = if task.uid == self.trusted {
+                    match self.procs_owner(&task_dir) {
+                        JobOwner::Uid(uid) => uid,
+                        JobOwner::Conflicting => return JobOwner::Conflicting,
+                        JobOwner::Unknown => continue,
+                    }
+                } else {
+                    task.uid
+                };
                 match found {
-                    None => found = Some(task.uid),
-                    Some(uid) if uid == task.uid => {}
+                    None => found = Some(uid),
+                    Some(seen) if seen == uid => {}
                     Some(_) => return JobOwner::Conflicting,
                 }
             }
@@ -326,6 +421,9 @@ mod tests {
     struct Tree {
         dir: tempfile::TempDir,
         owners: HashMap<PathBuf, u32>,
+        /// Task directory (relative to the scope) → its (pid, owner)s.
+        procs: HashMap<PathBuf, Vec<(u32, u32)>>,
+        next_pid: u32,
     }
 
     impl Tree {
@@ -333,7 +431,21 @@ mod tests {
             Tree {
                 dir: tempfile::tempdir().expect("tempdir"),
                 owners: HashMap::new(),
+                procs: HashMap::new(),
+                next_pid: 1000,
             }
+        }
+
+        /// A root-owned task directory (Slurm 24.11+) whose processes run
+        /// as `uids`, in order.
+        fn task_with_procs(&mut self, rel: &str, uids: &[u32]) {
+            self.mkdir(rel, None);
+            let mut procs = Vec::new();
+            for &uid in uids {
+                self.next_pid += 1;
+                procs.push((self.next_pid, uid));
+            }
+            self.procs.insert(PathBuf::from(rel), procs);
         }
 
         fn scope(&self) -> PathBuf {
@@ -378,6 +490,20 @@ mod tests {
             fs::read_dir(self.scope().join(rel))
                 .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
                 .unwrap_or_default()
+        }
+
+        fn procs(&self, _scope: usize, rel: &Path) -> Vec<u32> {
+            self.procs
+                .get(rel)
+                .map(|procs| procs.iter().map(|&(pid, _)| pid).collect())
+                .unwrap_or_default()
+        }
+
+        fn proc_owner(&self, pid: u32) -> Option<u32> {
+            self.procs
+                .values()
+                .flatten()
+                .find_map(|&(p, uid)| (p == pid).then_some(uid))
         }
     }
 
@@ -450,6 +576,59 @@ mod tests {
         tree.mkdir("job_13/step_batch/user/task_0x", Some(2001));
         tree.mkdir("job_13/stepbatch/user/task_0", Some(2001));
         assert!(tree.walk().is_empty());
+    }
+
+    #[test]
+    fn root_owned_task_directories_are_judged_by_their_processes() {
+        let mut tree = Tree::new();
+        // 24.11: a batch job whose script and sleep run as 2001.
+        tree.task_with_procs("job_20/step_batch/user/task_0", &[2001, 2001]);
+        // An srun step (no batch step) of 2002.
+        tree.task_with_procs("job_21/step_0/user/task_0", &[2002]);
+        // A task the stepd has not yet setuid'd, or a set-id program:
+        // root says nothing, even beside the user's own processes.
+        tree.task_with_procs("job_22/step_batch/user/task_0", &[2003, ME]);
+        tree.task_with_procs("job_23/step_batch/user/task_0", &[0]);
+        // Two users in one task directory: no evidence.
+        tree.task_with_procs("job_24/step_batch/user/task_0", &[2001, 2002]);
+        // Two steps of one job with different users: no evidence.
+        tree.task_with_procs("job_25/step_0/user/task_0", &[2001]);
+        tree.task_with_procs("job_25/step_1/user/task_0", &[2002]);
+        // No process (all ended): nothing.
+        tree.mkdir("job_26/step_batch/user/task_0", None);
+        let owners = tree.walk();
+        assert_eq!(owners.owner_of(20), Some(2001));
+        assert_eq!(owners.owner_of(21), Some(2002));
+        assert_eq!(owners.owner_of(22), None);
+        assert_eq!(owners.owner_of(23), None);
+        assert_eq!(owners.owner_of(24), None);
+        assert_eq!(owners.owner_of(25), None);
+        assert_eq!(owners.owner_of(26), None);
+        assert_eq!(owners.len(), 2);
+    }
+
+    #[test]
+    fn processes_below_an_untrusted_directory_do_not_count() {
+        let mut tree = Tree::new();
+        tree.mkdir("job_30/step_batch/user", Some(2001));
+        tree.task_with_procs("job_30/step_batch/user/task_0", &[2002]);
+        // Processes in the extern step are never evidence: sshd's
+        // adopted logins and the stepd's helpers live there.
+        tree.task_with_procs("job_31/step_extern/user/task_special", &[2002]);
+        let owners = tree.walk();
+        assert_eq!(owners.owner_of(30), None);
+        assert_eq!(owners.owner_of(31), None);
+    }
+
+    #[test]
+    fn cgroup_procs_is_read_only_as_far_as_whole_lines() {
+        assert_eq!(pids_in(b"12\n345\n", true), vec![12, 345]);
+        // A read that filled the buffer may have cut the last pid.
+        assert_eq!(pids_in(b"12\n345\n67", false), vec![12, 345]);
+        assert_eq!(pids_in(b"12\nx\n\n9", true), vec![12, 9]);
+        assert_eq!(pids_in(b"", true), Vec::<u32>::new());
+        let many: String = (1..=20).map(|p| format!("{p}\n")).collect();
+        assert_eq!(pids_in(many.as_bytes(), true).len(), PROCS_SAMPLE);
     }
 
     #[test]
