@@ -1599,6 +1599,56 @@ fn namespace_linux_on_an_enforcing_node_needs_pam_adopt_ns() {
 }
 
 #[test]
+fn job_container_tmpfs_on_an_enforcing_node_needs_pam_adopt_ns() {
+    for (key, plugin) in [
+        ("JobContainerType", "job_container/tmpfs"),
+        ("NamespaceType", "namespace/tmpfs"),
+    ] {
+        let n = Node::new();
+        n.edit(
+            "etc/slurm/slurm.conf",
+            "LaunchParameters=ulimit_pam_adopt\n",
+            &format!("LaunchParameters=ulimit_pam_adopt\n{key}={plugin}\n"),
+        );
+        n.write("sys/fs/selinux/enforce", "1");
+        fs::create_dir_all(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt"))
+            .expect("mkdir");
+        let r = n.doctor(&[]);
+        assert_eq!(r.code, 2, "{plugin}: {}", r.text);
+        let msg = r.expect("fail", "namespace", "-");
+        assert!(
+            msg.contains(plugin) && msg.contains("pam_adopt_ns"),
+            "{msg}"
+        );
+        assert!(
+            r.text
+                .contains("semodule -i /usr/share/selinux/packages/slurm-adopt/pam_adopt_ns.pp"),
+            "{}",
+            r.text
+        );
+        r.only_problem("namespace");
+
+        fs::create_dir_all(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt_ns"))
+            .expect("mkdir");
+        let r = n.doctor(&[]);
+        assert_eq!(r.code, 0, "{plugin}: {}", r.text);
+        let msg = r.expect("ok", "namespace", "-");
+        assert!(msg.contains("pam_adopt_ns is loaded"), "{msg}");
+
+        // join_container=false: the login joins nothing.
+        fs::remove_dir(n.path("var/lib/selinux/targeted/active/modules/400/pam_adopt_ns"))
+            .expect("rmdir");
+        n.edit(
+            "etc/pam.d/sshd",
+            "pam_adopt.so action_unknown=newest",
+            "pam_adopt.so action_unknown=newest join_container=false",
+        );
+        let r = n.doctor(&[]);
+        assert_eq!(r.code, 0, "{plugin}: {}", r.text);
+    }
+}
+
+#[test]
 fn a_user_namespace_on_an_enforcing_node_needs_the_boolean() {
     let yaml =
         format!("{NS_YAML}  clone_ns_flags:\n    - \"CLONE_NEWPID\"\n    - \"CLONE_NEWUSER\"\n");

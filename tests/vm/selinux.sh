@@ -301,8 +301,34 @@ vm_se_namespace() {
         _vm_has "/job_$j/step_extern/user/task_special\$" "$out"
     sshd=$(grep -E '^sshd_t ' <<<"$avcs" | grep -vE "$VM_SE_KEYINIT_AVC" || true)
     vm_check "namespace: no sshd_t AVC while joining the job's namespace" _vm_eq "$sshd" ""
+    out=$(vm_root "$ver" "adoptctl doctor; echo rc=\$?")
+    vm_check "namespace: adoptctl doctor: job_container/tmpfs on an enforcing node with pam_adopt_ns loaded" \
+        _vm_has '^ok +namespace .*pam_adopt_ns is loaded' "$out"
+    vm_se_namespace_without_module "$ver" "$j"
     vm_root "$ver" "scancel $j"
     vm_cancel_all "$ver" || vm_fail "namespace: cleanup"
+}
+
+# The same job without pam_adopt_ns (last stage: the module is not put
+# back): doctor must fail naming it, and the login must follow
+# action_adopt_failure (deny) with sshd_t's denial on the passed fd.
+vm_se_namespace_without_module() { # VER JOB
+    local ver=$1 j=$2 t0=$SECONDS out mark d avcs
+    vm_root "$ver" "semodule -r pam_adopt_ns 2>&1 | grep -v 'user sddm not in password file'" ||
+        { vm_fail "namespace: semodule -r pam_adopt_ns"; return 0; }
+    echo "       semodule -r pam_adopt_ns: $((SECONDS - t0)) s"
+    out=$(vm_root "$ver" "adoptctl doctor; echo rc=\$?")
+    grep -E '^[a-z]+ +namespace' <<<"$out" | sed 's/^/       doctor: /'
+    vm_check "namespace: without pam_adopt_ns, adoptctl doctor fails the namespace check naming the module" \
+        _vm_has '^fail +namespace .*job_container/tmpfs.*pam_adopt_ns' "$out"
+    vm_check "namespace: without pam_adopt_ns, adoptctl doctor exits 2" _vm_has '^rc=2$' "$out"
+    mark=$(vm_mark "$ver")
+    out=$(vm_login_raw "$ver")
+    d=$(vm_decision "$ver" "$mark")
+    avcs=$(vm_avc_since "$ver" "$mark")
+    printf '%s\n' "${avcs:-none}" | sed 's/^/       avc (no pam_adopt_ns): /'
+    vm_check "namespace: without pam_adopt_ns, the login is denied, reason adopt_failed (${d:-none})" \
+        _vm_eq "$(cut -d' ' -f1,3 <<<"$d")" "deny adopt_failed"
 }
 
 # sock_diag: the module finds the caller's connection with one
@@ -344,8 +370,35 @@ vm_se_sockdiag() {
     vm_check "sock_diag: with tcp_diag loaded, the login from J's task lands in J by callerid (${d:-none})" \
         _vm_eq "$got|$(cut -d' ' -f1-3 <<<"$d")" "job J|adopt $j callerid_match"
     vm_check "sock_diag: with tcp_diag loaded, no sshd_t AVC" _vm_eq "$sshd" ""
+    vm_se_callerid_boolean "$ver" "$j" "$k"
     vm_root "$ver" "scancel $j $k"
     vm_cancel_all "$ver" || vm_fail "sock_diag: cleanup"
+}
+
+# The pam_adopt_callerid boolean (on by default) is the callerid RPC's
+# grant: munged's socket and SlurmdPort. Off, the same login from J's task
+# cannot ask, the RPC is logged failed, and action_unknown=newest (the
+# default) puts it in K, the newer job; the denial names munged's socket
+# or the port. On again, J by callerid.
+vm_se_callerid_boolean() { # VER J K
+    local ver=$1 j=$2 k=$3 mark got d avcs sshd
+    vm_root "$ver" "setsebool pam_adopt_callerid off" || vm_fail "selinux: setsebool pam_adopt_callerid off"
+    mark=$(vm_mark "$ver")
+    got=$(_vm_where "$(vm_login_raw "$ver" --job "$j")" "$j" "$k")
+    d=$(vm_decision "$ver" "$mark")
+    avcs=$(vm_avc_since "$ver" "$mark")
+    sshd=$(grep -E '^sshd_t ' <<<"$avcs" | grep -vE "$VM_SE_KEYINIT_AVC" || true)
+    vm_root "$ver" "setsebool pam_adopt_callerid on" || vm_fail "selinux: setsebool pam_adopt_callerid on"
+    printf '%s\n' "${sshd:-none}" | sed 's/^/       avc (pam_adopt_callerid off): /'
+    vm_check "callerid boolean off: the login from J's task cannot ask and lands in K, the newest (${d:-none})" \
+        _vm_eq "$got|$(cut -d' ' -f1-4 <<<"$d")" "job K|adopt $k newest_job failed"
+    vm_check "callerid boolean off: sshd_t was denied munged's socket or SlurmdPort" \
+        _vm_has '^sshd_t -> (pam_adopt_munge_runtime_t|initrc_t|pam_adopt_slurmd_port_t):(dir|sock_file|unix_stream_socket|tcp_socket) \{ (search|write|connectto|name_connect) \}' "$sshd"
+    mark=$(vm_mark "$ver")
+    got=$(_vm_where "$(vm_login_raw "$ver" --job "$j")" "$j" "$k")
+    d=$(vm_decision "$ver" "$mark")
+    vm_check "callerid boolean on again: the login from J's task lands in J by callerid (${d:-none})" \
+        _vm_eq "$got|$(cut -d' ' -f1-3 <<<"$d")" "job J|adopt $j callerid_match"
 }
 
 # 5c. reap_strays (adopt.toml) in the confined Epilog: the user's process

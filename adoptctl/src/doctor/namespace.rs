@@ -6,7 +6,8 @@
 //! the module puts in the job also joins the job's namespaces
 //! (`join_container`), which an enforcing SELinux node allows only with
 //! the pam_adopt_ns policy module, and a user namespace only with its
-//! boolean on.
+//! boolean on. The same SELinux rule holds for job_container/tmpfs
+//! (namespace/tmpfs from 25.11), whose file slurmd judges itself.
 
 use std::fs;
 use std::io::{self, Read};
@@ -22,6 +23,9 @@ use crate::report::Status;
 
 const CHECK: &str = "namespace";
 const PLUGIN: &str = "namespace/linux";
+/// The plugins that give a job a private /tmp in a mount namespace of the
+/// initial user namespace: job_container/tmpfs, and its 25.11 name.
+const TMPFS_PLUGINS: [&str; 2] = ["job_container/tmpfs", "namespace/tmpfs"];
 const FILE: &str = "namespace.yaml";
 /// What is read of namespace.yaml to look for CLONE_NEWUSER: far more than
 /// any real one holds.
@@ -32,11 +36,18 @@ const USERNS_BOOLEAN: &str = "pam_adopt_join_userns";
 /// Findings for a node whose slurm.conf selects namespace/linux; nothing
 /// otherwise. `opts` are the module's options from the PAM line, if any.
 pub fn check(d: &mut Findings<'_>, conf: &SlurmConf, opts: Option<&Options>) {
-    let selected = conf
-        .job_container_type
-        .as_deref()
-        .is_some_and(|p| p.eq_ignore_ascii_case(PLUGIN));
-    if !selected {
+    let plugin = conf.job_container_type.as_deref().unwrap_or("");
+    let join = opts.is_none_or(|o| o.join_container);
+    if TMPFS_PLUGINS.iter().any(|p| plugin.eq_ignore_ascii_case(p)) {
+        // The tmpfs plugins read job_container.conf, which slurmd itself
+        // judges; what only doctor can see is that an enforcing node will
+        // refuse the setns the login needs. Silent when not enforcing.
+        if join && selinux::enforcing(d.root()) {
+            selinux_checks(d, plugin, None);
+        }
+        return;
+    }
+    if !plugin.eq_ignore_ascii_case(PLUGIN) {
         return;
     }
     let dir = conf.path.parent().unwrap_or(Path::new("/"));
@@ -44,7 +55,6 @@ pub fn check(d: &mut Findings<'_>, conf: &SlurmConf, opts: Option<&Options>) {
     let Some(text) = file_check(d, conf, dir, &yaml) else {
         return;
     };
-    let join = opts.is_none_or(|o| o.join_container);
     if !join {
         d.ok(
             CHECK,
@@ -66,7 +76,7 @@ pub fn check(d: &mut Findings<'_>, conf: &SlurmConf, opts: Option<&Options>) {
             }
         ),
     );
-    selinux_checks(d, &yaml, wants_userns);
+    selinux_checks(d, PLUGIN, wants_userns.then_some(yaml.as_path()));
 }
 
 /// namespace.yaml beside slurm.conf, root's (or the reader's) and not
@@ -169,18 +179,23 @@ fn asks_for_user_namespace(yaml: &str) -> bool {
         .any(|l| l.to_ascii_uppercase().contains("CLONE_NEWUSER"))
 }
 
-fn selinux_checks(d: &mut Findings<'_>, yaml: &Path, wants_userns: bool) {
+/// An enforcing node must let sshd take the job's namespace fds and setns
+/// (pam_adopt_ns), and join a user namespace only with its boolean on.
+/// `userns_from` is the file that asks for a user namespace, if one does.
+fn selinux_checks(d: &mut Findings<'_>, plugin: &str, userns_from: Option<&Path>) {
     let root = d.root();
     if !selinux::enforcing(root) {
         return;
     }
     if !selinux::module_loaded(root, NS_POLICY) {
+        // A failure, not a warning: with the default action_adopt_failure
+        // every user with a job on this node is refused.
         d.push(
             CHECK,
             Status::Fail,
             None,
             format!(
-                "SELinux is enforcing and the {NS_POLICY} policy module is not loaded: sshd may not take the job's namespace fds or setns, so adoption fails and the login follows action_adopt_failure (deny by default)"
+                "{plugin} with join_container on, SELinux enforcing and the {NS_POLICY} policy module not loaded: sshd may not take the job's namespace fds or setns, so adoption fails and the login follows action_adopt_failure (deny by default)"
             ),
             format!(
                 "semodule -i /usr/share/selinux/packages/slurm-adopt/{NS_POLICY}.pp, or join_container=false on the PAM line"
@@ -188,7 +203,8 @@ fn selinux_checks(d: &mut Findings<'_>, yaml: &Path, wants_userns: bool) {
         );
         return;
     }
-    if wants_userns && selinux::boolean(root, USERNS_BOOLEAN) != Some(true) {
+    let boolean_off = selinux::boolean(root, USERNS_BOOLEAN) != Some(true);
+    if let Some(yaml) = userns_from.filter(|_| boolean_off) {
         d.push(
             CHECK,
             Status::Fail,
@@ -205,7 +221,7 @@ fn selinux_checks(d: &mut Findings<'_>, yaml: &Path, wants_userns: bool) {
         None,
         format!(
             "SELinux is enforcing and {NS_POLICY} is loaded{}",
-            if wants_userns {
+            if userns_from.is_some() {
                 format!(", with {USERNS_BOOLEAN} on")
             } else {
                 String::new()
