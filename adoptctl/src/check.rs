@@ -61,6 +61,26 @@ impl NodeOps for DryRun {
         Ok(scan)
     }
 
+    fn starting_jobs(
+        &mut self,
+        uid: u32,
+        opts: &Options,
+    ) -> (Vec<slurm_node::prolog_records::StartedJob>, Option<String>) {
+        let (jobs, error) = self.live.starting_jobs(uid, opts);
+        for j in &jobs {
+            println!(
+                "starting:   job {} (its Prolog began {} s ago, no extern step yet)",
+                j.job_id,
+                j.age.as_secs()
+            );
+        }
+        (jobs, error)
+    }
+
+    fn wait_for_extern(&mut self, jobs: &[u32], deadline: Instant) -> bool {
+        self.live.wait_for_extern(jobs, deadline)
+    }
+
     fn callerid(&mut self, local_version: Option<u32>, deadline: Instant) -> CallerIdLookup {
         let (Some(connection), Some(view)) = (self.from, self.live.view()) else {
             println!(
@@ -157,7 +177,7 @@ pub fn run(req: &Request<'_>) -> ExitCode {
         (Decision::Ignore, _) => {
             println!("decision: ignore, the rest of the PAM stack decides (reason: {reason})");
         }
-        (Decision::Deny, _) => match outcome.user_message {
+        (Decision::Deny, _) => match &outcome.user_message {
             Some(message) => {
                 println!("decision: deny (reason: {reason}); the user would see: {message}");
             }

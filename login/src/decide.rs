@@ -6,15 +6,18 @@
 //! check` a dry-run wrapper of the same, and the table tests a fake with no
 //! sockets, so every branch is tested without a stepd.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use slurm_node::prolog_records::StartedJob;
 use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selection};
 
 use crate::node::{AdoptError, NodeError};
 pub use crate::node::{Adopted, Untrusted};
 use crate::options::{AdoptFailureAction, GenericFailureAction, Options};
 use crate::outcome::{Decision, LogLine, Outcome, Priority, Reason};
+use slurm_node::select::NoJobsAction;
 
 /// The facts of a login that the front end read from PAM.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +92,17 @@ pub trait NodeOps {
     fn scan_user_jobs(&mut self, uid: u32, deadline: Instant) -> Result<JobScan, NodeError>;
     /// Ask the source node's slurmd which job this login came from.
     fn callerid(&mut self, local_version: Option<u32>, deadline: Instant) -> CallerIdLookup;
+    /// The user's jobs the Prolog recorded here whose extern step is not
+    /// in the spool yet (newest first), and why none could be read, if
+    /// so. A node without the hooks has none.
+    fn starting_jobs(&mut self, _uid: u32, _opts: &Options) -> (Vec<StartedJob>, Option<String>) {
+        (Vec::new(), None)
+    }
+    /// Wait, at most until `deadline`, for one of `jobs`' extern step
+    /// sockets to appear; whether one did.
+    fn wait_for_extern(&mut self, _jobs: &[u32], _deadline: Instant) -> bool {
+        false
+    }
     /// Put `pid` into `job_id`'s extern step (one the scan found).
     fn adopt(
         &mut self,
@@ -181,18 +195,91 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
     }
     if let Err(e) = node.load_node(opts) {
         log(out, Priority::Err, e.to_string());
-        out.user_message = Some(MSG_NO_SLURM);
+        out.user_message = Some(MSG_NO_SLURM.into());
         return generic_failure(out, opts, Reason::NodeSetup);
     }
     for line in node.found() {
         log(out, Priority::Debug, line);
     }
+    let Some(mut scan) = look(opts, node, out, uid, deadline) else {
+        return;
+    };
+    if scan.mine.is_empty() {
+        match wait_for_starting(opts, node, out, user, uid, deadline) {
+            JobStart::NoRecord => {}
+            JobStart::Up => match look(opts, node, out, uid, deadline) {
+                Some(again) => scan = again,
+                None => return,
+            },
+            JobStart::NotUp(job_id) => {
+                out.job = Some(job_id);
+                out.reason = Reason::JobStarting;
+                out.decision = match opts.action_no_jobs {
+                    NoJobsAction::Ignore => Decision::Ignore,
+                    NoJobsAction::Deny => {
+                        out.user_message = Some(Cow::Owned(format!(
+                            "Access denied by pam_adopt: your job {job_id} is still starting on this node, try again shortly"
+                        )));
+                        Decision::Deny
+                    }
+                };
+                return;
+            }
+        }
+    }
+    let unanswered = out.unanswered;
+
+    let policy = opts.policy();
+    let candidates: Vec<select::Candidate> = scan
+        .mine
+        .iter()
+        .map(|j| select::Candidate {
+            job_id: j.job_id,
+            started: j.started,
+        })
+        .collect();
+    // A stepd that did not answer may hide another job of the user: one
+    // job found is then not known to be the only one, so the RPC is asked
+    // as for several, and `only_job` is never claimed.
+    let incomplete = unanswered > 0 && !candidates.is_empty();
+    if incomplete || select::needs_callerid(&candidates, &policy) {
+        // Half of what is left at most: the adoption after it needs time too.
+        let now = Instant::now();
+        let rpc_deadline = now + deadline.saturating_duration_since(now) / 2;
+        let local_version = scan.mine.first().map(|j| j.protocol_version);
+        let lookup = node.callerid(local_version, rpc_deadline);
+        log_callerid(out, user, &lookup);
+        out.callerid = lookup.answer;
+    }
+    let selection = select::select(&candidates, &out.callerid, &policy);
+    out.reason = selection.reason().into();
+    match selection {
+        Selection::Deny { message, .. } => {
+            out.user_message = Some(message.into());
+            out.decision = Decision::Deny;
+        }
+        Selection::Ignore { .. } => out.decision = Decision::Ignore,
+        Selection::Allow { .. } => out.decision = Decision::Allow,
+        Selection::Adopt { job_id, .. } => adopt(login, opts, node, out, uid, job_id),
+    }
+}
+
+/// Ask the stepds, log what they said, and settle the failures to look
+/// (`None`: `out` is decided). Sets `out.unanswered`.
+fn look(
+    opts: &Options,
+    node: &mut impl NodeOps,
+    out: &mut Outcome,
+    uid: u32,
+    deadline: Instant,
+) -> Option<JobScan> {
     let scan = match node.scan_user_jobs(uid, deadline) {
         Ok(s) => s,
         Err(e) => {
             log(out, Priority::Err, e.to_string());
-            out.user_message = Some(MSG_NO_SLURM);
-            return generic_failure(out, opts, Reason::Spool);
+            out.user_message = Some(MSG_NO_SLURM.into());
+            generic_failure(out, opts, Reason::Spool);
+            return None;
         }
     };
     for (path, why) in &scan.skipped {
@@ -257,44 +344,67 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
     // found, the listener is skipped like a bad socket file: nothing was
     // asked of it, so it cannot hold the login to the callerid path.
     if scan.mine.is_empty() && !scan.untrusted.is_empty() {
-        return generic_failure(out, opts, Reason::StepdUntrusted);
+        generic_failure(out, opts, Reason::StepdUntrusted);
+        return None;
     }
     if scan.mine.is_empty() && unanswered > 0 {
-        return generic_failure(out, opts, Reason::StepdUnreachable);
+        generic_failure(out, opts, Reason::StepdUnreachable);
+        return None;
     }
+    Some(scan)
+}
 
-    let policy = opts.policy();
-    let candidates: Vec<select::Candidate> = scan
-        .mine
-        .iter()
-        .map(|j| select::Candidate {
-            job_id: j.job_id,
-            started: j.started,
-        })
-        .collect();
-    // A stepd that did not answer may hide another job of the user: one
-    // job found is then not known to be the only one, so the RPC is asked
-    // as for several, and `only_job` is never claimed.
-    let incomplete = unanswered > 0 && !candidates.is_empty();
-    if incomplete || select::needs_callerid(&candidates, &policy) {
-        // Half of what is left at most: the adoption after it needs time too.
-        let now = Instant::now();
-        let rpc_deadline = now + deadline.saturating_duration_since(now) / 2;
-        let local_version = scan.mine.first().map(|j| j.protocol_version);
-        let lookup = node.callerid(local_version, rpc_deadline);
-        log_callerid(out, user, &lookup);
-        out.callerid = lookup.answer;
+enum JobStart {
+    /// No record of a job of the user starting here.
+    NoRecord,
+    /// One of the recorded jobs' extern step appeared: look again.
+    Up,
+    /// Still no extern step at the deadline.
+    NotUp(u32),
+}
+
+/// With none of the user's extern steps found: a job the Prolog recorded
+/// (it runs before slurmd starts the extern step) is waited for, within
+/// the login's deadline, so a login that races the job's start is adopted
+/// instead of told it has no job.
+fn wait_for_starting(
+    opts: &Options,
+    node: &mut impl NodeOps,
+    out: &mut Outcome,
+    user: &str,
+    uid: u32,
+    deadline: Instant,
+) -> JobStart {
+    let (jobs, error) = node.starting_jobs(uid, opts);
+    if let Some(e) = error {
+        // Unreadable records are no reason to refuse anyone: the login
+        // goes on as if there were none.
+        log(out, Priority::Warning, format!("job records not read: {e}"));
     }
-    let selection = select::select(&candidates, &out.callerid, &policy);
-    out.reason = selection.reason().into();
-    match selection {
-        Selection::Deny { message, .. } => {
-            out.user_message = Some(message);
-            out.decision = Decision::Deny;
-        }
-        Selection::Ignore { .. } => out.decision = Decision::Ignore,
-        Selection::Allow { .. } => out.decision = Decision::Allow,
-        Selection::Adopt { job_id, .. } => adopt(login, opts, node, out, uid, job_id),
+    let Some(newest) = jobs.first().copied() else {
+        return JobStart::NoRecord;
+    };
+    let ids: Vec<u32> = jobs.iter().map(|j| j.job_id).collect();
+    let left = deadline.saturating_duration_since(Instant::now());
+    log(
+        out,
+        Priority::Info,
+        format!(
+            "job {} of {user} is starting on this node (its Prolog began {} s ago): waiting up to {} ms for its extern step",
+            newest.job_id,
+            newest.age.as_secs(),
+            left.as_millis()
+        ),
+    );
+    if node.wait_for_extern(&ids, deadline) {
+        log(
+            out,
+            Priority::Debug,
+            "an extern step of the starting jobs is up: asking the stepds again",
+        );
+        JobStart::Up
+    } else {
+        JobStart::NotUp(newest.job_id)
     }
 }
 
@@ -346,7 +456,7 @@ fn adopt(
             match opts.action_adopt_failure {
                 AdoptFailureAction::Allow => out.decision = Decision::Allow,
                 AdoptFailureAction::Deny => {
-                    out.user_message = Some(MSG_ADOPT_FAILED);
+                    out.user_message = Some(MSG_ADOPT_FAILED.into());
                     out.decision = Decision::Deny;
                 }
             }

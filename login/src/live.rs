@@ -1,7 +1,11 @@
 //! The real node under the login core: getpwnam, slurm.conf, the spool
 //! directory and its stepds, the callerid RPC and the adoption itself.
 
-use std::time::Instant;
+use std::os::unix::fs::FileTypeExt;
+use std::time::{Duration, Instant, SystemTime};
+
+use slurm_node::prolog_records::{self, START_GRACE, StartedJob};
+use slurm_node::spool::EXTERN_STEP_ID;
 
 use crate::callerid::{self, Lookup};
 use crate::decide::{Adopted, CallerIdLookup, FoundJob, JobScan, NodeOps, Unreachable};
@@ -30,7 +34,22 @@ impl LiveNode {
     fn loaded(&self) -> Result<&NodeView, NodeError> {
         self.view.as_ref().ok_or(NodeError::NotLoaded)
     }
+
+    /// Whether `job_id`'s extern step socket is in the spool.
+    fn extern_socket_there(&self, job_id: u32) -> bool {
+        let Some(view) = self.view.as_ref() else {
+            return false;
+        };
+        let name = format!("{}_{job_id}.{EXTERN_STEP_ID}", view.node.name);
+        std::fs::symlink_metadata(view.spool_dir.join(name))
+            .is_ok_and(|m| m.file_type().is_socket())
+    }
 }
+
+/// How often a login that waits for a starting job looks at the spool:
+/// a stat per job, against the tens of milliseconds slurmd takes to start
+/// a stepd.
+const EXTERN_POLL: Duration = Duration::from_millis(20);
 
 impl NodeOps for LiveNode {
     fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error> {
@@ -91,6 +110,31 @@ impl NodeOps for LiveNode {
             None => Lookup::no_socket(),
         };
         lookup.summary()
+    }
+
+    fn starting_jobs(&mut self, uid: u32, opts: &Options) -> (Vec<StartedJob>, Option<String>) {
+        match prolog_records::started_jobs(&opts.state_dir, uid, SystemTime::now()) {
+            Ok(jobs) => (
+                jobs.into_iter()
+                    .filter(|j| j.age < START_GRACE && !self.extern_socket_there(j.job_id))
+                    .collect(),
+                None,
+            ),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    }
+
+    fn wait_for_extern(&mut self, jobs: &[u32], deadline: Instant) -> bool {
+        loop {
+            if jobs.iter().any(|&j| self.extern_socket_there(j)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(EXTERN_POLL));
+        }
     }
 
     fn adopt(

@@ -100,6 +100,10 @@ pub struct Options {
     /// Where the session phase looks for the user's runtime dir; the
     /// hooks' `runtime_dir.root` (the module never reads their TOML).
     pub runtime_dir: PathBuf,
+    /// Where the hooks keep their per-user records (their `state_dir`):
+    /// a job the Prolog recorded whose extern step is not up yet is waited
+    /// for.
+    pub state_dir: PathBuf,
     pub timeout: Duration,
 }
 
@@ -122,6 +126,7 @@ impl Default for Options {
             adopt_via: AdoptVia::Stepd,
             adopt_in: AdoptIn::Account,
             runtime_dir: PathBuf::from(slurm_node::session::runtime_dir::DEFAULT_ROOT),
+            state_dir: PathBuf::from(slurm_node::prolog_records::DEFAULT_STATE_DIR),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -279,6 +284,13 @@ impl Options {
                         o.runtime_dir = PathBuf::from(value);
                     } else {
                         bad(slurm_node::session::runtime_dir::DEFAULT_ROOT);
+                    }
+                }
+                "state_dir" => {
+                    if value.starts_with('/') && !value.contains("/../") {
+                        o.state_dir = PathBuf::from(value);
+                    } else {
+                        bad(slurm_node::prolog_records::DEFAULT_STATE_DIR);
                     }
                 }
                 "timeout_ms" => match value.parse::<u64>() {

@@ -63,6 +63,7 @@ pub enum Reason {
     StepdUnreachable,
     StepdUntrusted,
     NoJobs,
+    JobStarting,
     OnlyJob,
     CallerIdMatch,
     NewestJob,
@@ -74,7 +75,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests that hold the README and the codes together.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::ServiceNotListed,
         Reason::NoUser,
         Reason::UnknownUser,
@@ -84,6 +85,7 @@ impl Reason {
         Reason::StepdUnreachable,
         Reason::StepdUntrusted,
         Reason::NoJobs,
+        Reason::JobStarting,
         Reason::OnlyJob,
         Reason::CallerIdMatch,
         Reason::NewestJob,
@@ -104,6 +106,7 @@ impl Reason {
             Reason::StepdUnreachable => "stepd_unreachable",
             Reason::StepdUntrusted => "stepd_untrusted",
             Reason::NoJobs => "no_jobs",
+            Reason::JobStarting => "job_starting",
             Reason::OnlyJob => "only_job",
             Reason::CallerIdMatch => "callerid_match",
             Reason::NewestJob => "newest_job",
@@ -174,7 +177,7 @@ pub struct Outcome {
     pub uid: Option<u32>,
     pub service: String,
     /// Shown to the user through the PAM conversation.
-    pub user_message: Option<&'static str>,
+    pub user_message: Option<std::borrow::Cow<'static, str>>,
     /// `pam_putenv` pairs, already checked to be safe to export.
     pub env: Vec<(&'static str, String)>,
     /// Lines to log before the decision line, in order.

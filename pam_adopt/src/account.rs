@@ -58,7 +58,7 @@ fn run(pam: &mut Pam<'_>, args: &[String]) -> i32 {
 
 /// Tell the user, export the environment, log, and return the PAM code.
 fn carry_out(pam: &mut Pam<'_>, log: &Logger, outcome: &Outcome, started: Instant) -> i32 {
-    if let Some(message) = outcome.user_message {
+    if let Some(message) = &outcome.user_message {
         pam.error_message(message);
     }
     for (name, value) in &outcome.env {

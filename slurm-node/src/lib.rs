@@ -10,6 +10,7 @@ pub mod hostlist;
 pub mod netinfo;
 pub mod nodename;
 pub mod pathglob;
+pub mod prolog_records;
 pub mod rpc;
 pub mod select;
 pub mod session;

@@ -174,7 +174,7 @@ mc_image() {
     ctx=$(mktemp -d /tmp/slurm-adopt-mc-ctx.XXXXXX)
     install -d "$ctx/stage/bin"
     cp "$MC_DIR/image/Dockerfile" "$ctx/"
-    cp "$MC_DIR/image/image-setup.sh" "$MC_DIR/image/mc-init" "$MC_DIR/image/mc-pam" "$ctx/stage/"
+    cp "$MC_DIR/image/image-setup.sh" "$MC_DIR/image/mc-init" "$MC_DIR/image/mc-pam" "$MC_DIR/image/mc-prolog" "$ctx/stage/"
     # mc_build_binaries may have run in a subshell (test.sh's stages).
     [[ -n ${MC_DEB:-} && -f ${MC_DEB:-} ]] || MC_DEB=$(ls -t "$MC_REPO"/target/debian/slurm-adopt_*.deb 2>/dev/null | head -n1)
     [[ -n $MC_DEB && -f $MC_DEB ]] || mc_die "no toolkit package in target/debian: run packaging/build-deb.sh"

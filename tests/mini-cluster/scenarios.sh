@@ -327,8 +327,68 @@ mc_scenarios() {
     got=$(mc_login "$ver" login c1)
     mc_record "after_scancel:_ssh_login->c1" "$m" "$got"
     _chk "$label: after scancel a new ssh login->c1 is denied again" _mc_eq "$got" denied+msg
+    [[ $hooks != yes ]] || mc_starting_job "$ver" "$m"
     unset -f _chk
 }
+
+# A job still starting on c1: its Prolog (mc-prolog) pauses 8 s after the
+# hooks' adopt-prolog has recorded the job, and slurmd starts the extern
+# step only after that. A login during the pause (timeout_ms=2000) is told
+# the job is still starting; one with timeout_ms=10000 waits through the
+# rest of the pause and is adopted as the extern step comes up.
+MC_PROLOG_PAUSE=8
+mc_starting_job() { # VER ours|debian
+    local ver=$1 m=$2 j mark out d t0 ms got
+    mc_exec "$ver" c1 sh -c "echo $MC_PROLOG_PAUSE >/etc/slurm-adopt-mc-prolog-sleep"
+    if ! j=$(mc_submit "$ver" -N1 -w c1) ||
+        ! _mc_wait 30 mc_exec "$ver" c1 test -e "/run/slurm-adopt/users/$MC_UID/started/$j"; then
+        mc_exec "$ver" c1 rm -f /etc/slurm-adopt-mc-prolog-sleep
+        mc_fail "$m: job for the starting-job scenario did not reach its Prolog on c1"
+        return 0
+    fi
+    mark=$(mc_mark "$ver" c1)
+    t0=$(_mc_ms)
+    out=$(mc_as "$ver" login "$MC_USER" "ssh c1 cat /proc/self/cgroup" 2>&1 </dev/null) || true
+    ms=$(($(_mc_ms) - t0))
+    d=$(mc_decision "$ver" c1 "$mark")
+    if grep -q "your job $j is still starting on this node, try again shortly" <<<"$out"; then
+        got="denied (job J still starting) after $ms ms"
+    elif grep -q "$MC_DENY_MSG" <<<"$out"; then
+        got="denied (no active jobs) after $ms ms"
+    else
+        got="$(_mc_jk "$(_mc_landed <<<"$out" | sed 's/^/job /')" "$j" "") after $ms ms"
+    fi
+    mc_record "job_J_in_its_Prolog_(${MC_PROLOG_PAUSE}s):_ssh_login->c1" "$m" "$got"
+    if [[ $m == ours ]]; then
+        echo "       c1's line: ${d:-none}; ssh took $ms ms"
+        mc_check "job $j in its Prolog: the login is told it is still starting (${got})" \
+            bash -c "grep -q 'your job $j is still starting on this node, try again shortly' <<<\"\$1\"" _ "$out"
+        mc_check "job $j in its Prolog: c1's line says decision=deny job=$j reason=job_starting" \
+            _mc_eq "$(cut -d' ' -f1-3 <<<"$d")" "deny $j job_starting"
+        mc_check "job $j in its Prolog: the line before it says the login waited for job $j" \
+            bash -c "docker exec $(mc_container "$ver" c1) tail -n +$((mark + 1)) /var/log/auth.log | grep -q 'job $j of $MC_USER is starting on this node'"
+        mc_exec "$ver" c1 mc-pam ours timeout_ms=10000
+    fi
+    mark=$(mc_mark "$ver" c1)
+    t0=$(_mc_ms)
+    got=$(mc_login "$ver" login c1)
+    ms=$(($(_mc_ms) - t0))
+    d=$(mc_decision "$ver" c1 "$mark")
+    mc_record "job_J_in_its_Prolog:_login_that_waits_(ours:_timeout_ms=10000)" "$m" "$(_mc_jk "$got" "$j" "") after $ms ms"
+    if [[ $m == ours ]]; then
+        mc_exec "$ver" c1 mc-pam ours
+        echo "       c1's line: ${d:-none}; ssh took $ms ms"
+        mc_check "job $j in its Prolog: a login with timeout_ms=10000 waits and lands in job $j (${ms} ms)" \
+            _mc_eq "$got" "job $j"
+        mc_check "job $j in its Prolog: c1's line says decision=adopt job=$j reason=only_job" \
+            _mc_eq "$(cut -d' ' -f1-3 <<<"$d")" "adopt $j only_job"
+        MC_STARTING_FIGURES+=("$ver: a login during job $j's ${MC_PROLOG_PAUSE} s Prolog waited and was adopted after $ms ms (module usec=$(cut -d' ' -f4 <<<"$d"))")
+    fi
+    mc_exec "$ver" c1 rm -f /etc/slurm-adopt-mc-prolog-sleep
+    mc_exec "$ver" ctl scancel "$j"
+    mc_cancel_all "$ver" || mc_fail "$m: jobs did not end after the starting-job scenario"
+}
+MC_STARTING_FIGURES=()
 
 # _mc_doctor_clean RC OUTPUT: doctor exited 0 with no warning or failure;
 # else OUTPUT is shown.

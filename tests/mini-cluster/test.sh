@@ -98,5 +98,6 @@ for i in "${!stage_names[@]}"; do
     printf '%6ss  %s\n' "${stage_secs[$i]}" "${stage_names[$i]}"
 done
 printf '%6ss  %s\n' "$((SECONDS - t_all))" "total"
+for f in "${MC_STARTING_FIGURES[@]}"; do echo "starting job: $f"; done
 echo "$MC_PASSED passed, $MC_FAILED failed"
 ((MC_FAILED == 0))

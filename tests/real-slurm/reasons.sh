@@ -195,6 +195,44 @@ mark=$(log_mark "$auth_log")
 run_case "stepd_untrusted (the listener runs as nobody)" "$user" "deny stepd_untrusted -" "action_no_jobs=ignore"
 check "stepd_untrusted: the line before it names the socket, uid and pid" \
     log_has "$auth_log" "$mark" "stepd socket $spool/${node}_7.4294967292 is served by uid $(id -u nobody) \\(pid $shim_pid\\)" 2
+# A job whose Prolog recorded it (the hooks' state dir layout, root's)
+# but whose extern step is not up: waited for within timeout_ms, then
+# refused with its own message, not "no active jobs".
+stop_shim
+state=$work/state
+install -d -m 0755 "$state" "$state/users"
+install -d -m 0700 "$state/users/$uid" "$state/users/$uid/started" "$state/users/$uid/ending"
+touch "$state/users/$uid/started/41"
+mark=$(log_mark "$auth_log")
+run_case "job_starting (the Prolog recorded job 41, no extern step by timeout_ms)" "$user" "deny job_starting -" \
+    "state_dir=$state timeout_ms=600"
+check "job_starting: the user reads that job 41 is still starting" \
+    grep -q "your job 41 is still starting on this node, try again shortly" "$work/probe.out"
+check "job_starting: the line before it says the login waits for job 41" \
+    log_has "$auth_log" "$mark" "job 41 of $user is starting on this node \\(its Prolog began [0-9]+ s ago\\): waiting up to [0-9]+ ms" 2
+# The same record, and the extern step comes up 0.5 s into the wait.
+( sleep 0.5; exec "$shim" stepd --spool "$spool" --node "$node" --step "41:$uid" >"$work/late-shim.log" 2>&1 ) &
+late_pid=$!
+# adoptctl check runs after the module, with the stepd already up.
+run_case "a starting job whose extern step comes up during the wait is adopted" "$user" "adopt only_job -" \
+    "state_dir=$state timeout_ms=3000"
+kill "$late_pid" 2>/dev/null || true
+wait "$late_pid" 2>/dev/null || true
+find "$spool" -maxdepth 1 -type s -delete
+# A record past the hooks' start grace (300 s) is a leftover: no wait.
+touch -d '10 minutes ago' "$state/users/$uid/started/41"
+run_case "a started record older than 300 s is a leftover: no_jobs" "$user" "deny no_jobs -" \
+    "state_dir=$state timeout_ms=600"
+# Records others could have written are not read.
+touch "$state/users/$uid/started/41"
+chmod 0777 "$state/users"
+mark=$(log_mark "$auth_log")
+run_case "job records in a directory others can write are not read: no_jobs" "$user" "deny no_jobs -" \
+    "state_dir=$state timeout_ms=600"
+check "job records refused: the warning names the directory" \
+    log_has "$auth_log" "$mark" "job records not read: $state/users is not a directory of root's that only root can write" 2
+rm -rf "$state"
+
 stepds "8:$uid"
 run_case "only_job" "$user" "adopt only_job -" ""
 # One job answers, another of the user's hangs: the one found may not be

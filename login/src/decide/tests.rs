@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use slurm_node::prolog_records::StartedJob;
 use slurm_node::select::{CallerId, MSG_ADOPT_FAILED, MSG_NO_JOBS, MSG_NO_SLURM, MSG_UNKNOWN_JOB};
 use slurm_node::stepd::X11Display;
 
@@ -23,6 +24,12 @@ struct FakeNode {
     scan: Result<JobScan, ()>,
     callerid: CallerId,
     adopt: Result<Adopted, FakeAdoptError>,
+    /// The Prolog's records of starting jobs, and why they could not be
+    /// read.
+    starting: (Vec<StartedJob>, Option<String>),
+    /// What the scan finds once a starting job's extern step came up;
+    /// `None`: it never comes up.
+    scan_when_up: Option<Result<JobScan, ()>>,
     asked: Vec<&'static str>,
 }
 
@@ -43,6 +50,8 @@ impl Default for FakeNode {
                 via: "stepd",
                 ..Adopted::default()
             }),
+            starting: (Vec::new(), None),
+            scan_when_up: None,
             asked: Vec::new(),
         }
     }
@@ -67,6 +76,22 @@ impl NodeOps for FakeNode {
         self.scan
             .clone()
             .map_err(|()| NodeError::Hostname("fake: spool unreadable".to_owned()))
+    }
+
+    fn starting_jobs(&mut self, _uid: u32, _opts: &Options) -> (Vec<StartedJob>, Option<String>) {
+        self.asked.push("starting");
+        self.starting.clone()
+    }
+
+    fn wait_for_extern(&mut self, _jobs: &[u32], _deadline: Instant) -> bool {
+        self.asked.push("wait");
+        match self.scan_when_up.take() {
+            Some(scan) => {
+                self.scan = scan;
+                true
+            }
+            None => false,
+        }
     }
 
     fn callerid(&mut self, _local: Option<u32>, _deadline: Instant) -> CallerIdLookup {
@@ -573,9 +598,87 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+fn starting(job_id: u32) -> (Vec<StartedJob>, Option<String>) {
+    (
+        vec![StartedJob {
+            job_id,
+            age: std::time::Duration::from_secs(2),
+        }],
+        None,
+    )
+}
+
+const MSG_STARTING_12: &str =
+    "Access denied by pam_adopt: your job 12 is still starting on this node, try again shortly";
+
+fn starting_rows() -> Vec<Row> {
+    vec![
+        Row {
+            name: "a job still starting at the deadline",
+            node: FakeNode {
+                starting: starting(12),
+                ..FakeNode::default()
+            },
+            reason: Reason::JobStarting,
+            job: Some(12),
+            message: Some(MSG_STARTING_12),
+            ..Row::default()
+        },
+        Row {
+            name: "a starting job whose extern step comes up in time",
+            node: FakeNode {
+                starting: starting(12),
+                scan_when_up: Some(jobs(&[(12, 300)])),
+                ..FakeNode::default()
+            },
+            decision: Decision::Adopt,
+            reason: Reason::OnlyJob,
+            job: Some(12),
+            ..Row::default()
+        },
+        Row {
+            name: "a starting job that comes up as someone else's",
+            node: FakeNode {
+                starting: starting(12),
+                scan_when_up: Some(Ok(JobScan {
+                    others: 1,
+                    ..JobScan::default()
+                })),
+                ..FakeNode::default()
+            },
+            message: Some(MSG_NO_JOBS),
+            ..Row::default()
+        },
+        Row {
+            name: "a starting job, action_no_jobs=ignore",
+            node: FakeNode {
+                starting: starting(12),
+                ..FakeNode::default()
+            },
+            args: &["action_no_jobs=ignore"],
+            decision: Decision::Ignore,
+            reason: Reason::JobStarting,
+            job: Some(12),
+            ..Row::default()
+        },
+        Row {
+            name: "unreadable job records are no job",
+            node: FakeNode {
+                starting: (
+                    Vec::new(),
+                    Some("fake: /run/slurm-adopt/users is writable by others".to_owned()),
+                ),
+                ..FakeNode::default()
+            },
+            message: Some(MSG_NO_JOBS),
+            ..Row::default()
+        },
+    ]
+}
+
 #[test]
 fn every_branch() {
-    for row in rows() {
+    for row in rows().into_iter().chain(starting_rows()) {
         let row_scan_unanswered = row
             .node
             .scan
@@ -595,7 +698,7 @@ fn every_branch() {
             row.callerid,
             "{name}"
         );
-        assert_eq!(out.user_message, row.message, "{name}: {out:?}");
+        assert_eq!(out.user_message.as_deref(), row.message, "{name}: {out:?}");
         let line = out.decision_line("10.0.0.9", 1, 5);
         assert!(
             line.ends_with(&format!(" unanswered={row_scan_unanswered}")),
@@ -642,7 +745,11 @@ fn an_untrusted_listener_is_logged_once_with_who_it_is() {
 
 #[test]
 fn every_reason_has_a_row() {
-    let seen: Vec<Reason> = rows().iter().map(|r| r.reason).collect();
+    let seen: Vec<Reason> = rows()
+        .iter()
+        .chain(starting_rows().iter())
+        .map(|r| r.reason)
+        .collect();
     for reason in Reason::ALL {
         assert!(seen.contains(&reason), "no table row for {reason}");
     }
@@ -760,5 +867,48 @@ fn generic_failure_actions_cover_the_three_values() {
     assert_eq!(
         Options::default().action_adopt_failure,
         AdoptFailureAction::Deny
+    );
+}
+
+#[test]
+fn job_records_are_read_only_when_no_job_is_found() {
+    let mut node = FakeNode {
+        scan: jobs(&[(10, 100)]),
+        starting: starting(12),
+        ..FakeNode::default()
+    };
+    let out = decide(&login(Some("alice")), &opts(&[]), &mut node);
+    assert_eq!((out.decision, out.job), (Decision::Adopt, Some(10)));
+    assert!(!node.asked.contains(&"starting"), "{:?}", node.asked);
+
+    // A starting job is announced, and waited for.
+    let mut node = FakeNode {
+        starting: starting(12),
+        ..FakeNode::default()
+    };
+    let out = decide(&login(Some("alice")), &opts(&[]), &mut node);
+    assert_eq!(node.asked, ["user", "load", "scan", "starting", "wait"]);
+    assert!(
+        out.log.iter().any(|l| l.priority == Priority::Info
+            && l.text.starts_with(
+                "job 12 of alice is starting on this node (its Prolog began 2 s ago)"
+            )),
+        "{:?}",
+        out.log
+    );
+
+    // Records that cannot be read are said, at warning.
+    let mut node = FakeNode {
+        starting: (Vec::new(), Some("fake: unsafe".to_owned())),
+        ..FakeNode::default()
+    };
+    let out = decide(&login(Some("alice")), &opts(&[]), &mut node);
+    assert!(
+        out.log
+            .iter()
+            .any(|l| l.priority == Priority::Warning
+                && l.text == "job records not read: fake: unsafe"),
+        "{:?}",
+        out.log
     );
 }

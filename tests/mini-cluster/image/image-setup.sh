@@ -32,6 +32,7 @@ install_toolkit
 ldd "$pamdir/pam_adopt.so" | grep -q 'not found' && { ldd "$pamdir/pam_adopt.so" >&2; die "pam_adopt.so has unresolved libraries"; }
 install -m 0755 "$stage/mc-init" /usr/local/sbin/mc-init
 install -m 0755 "$stage/mc-pam" /usr/local/sbin/mc-pam
+install -D -m 0755 "$stage/mc-prolog" /usr/local/libexec/mc-prolog
 
 # ------------------------------------------------------------ munge
 install -d -o munge -g munge -m 0700 /etc/munge
@@ -52,7 +53,7 @@ hooks=no
 hook_lines="# hooks not configured: adopt-prolog --version failed (placeholder build)"
 if hooks_usable; then
     hooks=yes
-    hook_lines="Prolog=/usr/libexec/slurm-adopt/adopt-prolog
+    hook_lines="Prolog=/usr/local/libexec/mc-prolog
 Epilog=/usr/libexec/slurm-adopt/adopt-epilog
 TaskProlog=/usr/libexec/slurm-adopt/adopt-taskprolog"
 fi

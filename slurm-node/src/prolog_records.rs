@@ -1,0 +1,272 @@
+//! The Prolog's records of a user's jobs on this node, read by a login.
+//!
+//! slurmd runs the Prolog before it starts a job's extern step (with
+//! `PrologFlags=Contain`, the stepd is spawned only once the Prolog has
+//! exited), so for as long as the Prolog runs nothing in the spool shows
+//! the job. The hooks' Prolog writes `users/<uid>/started/<job>` under
+//! their state directory as it begins (see adopt-hooks' ledger), and the
+//! Epilog moves it to `ending/`. A login that finds none of the user's
+//! extern steps reads those records to tell "no job here" from "a job
+//! that is still starting here", and waits for the second.
+//!
+//! The records only ever make a login wait or change its message: a
+//! record never lets anyone in. Still, only records nobody but root can
+//! have written count: every directory on the way is opened without
+//! following a symlink and must be root's (or ours, in tests) and not
+//! writable by group or others.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::dir::Dir;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, FileStat, Mode};
+
+/// The hooks' default state directory (adopt.toml `state_dir`).
+pub const DEFAULT_STATE_DIR: &str = "/run/slurm-adopt";
+
+/// A started record older than this with still no extern step is a
+/// leftover (a node that lost a job without its Epilog), not a job that
+/// is starting: the hooks' `start_grace_secs` default.
+pub const START_GRACE: Duration = Duration::from_secs(300);
+
+/// One job the Prolog recorded as started and the Epilog has not ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartedJob {
+    pub job_id: u32,
+    /// Since the record was written (zero for one from the future).
+    pub age: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: nix::Error },
+    #[error(
+        "{} is not a directory of root's that only root can write (uid {uid}, mode {mode:04o}): its records are not read",
+        path.display()
+    )]
+    Unsafe { path: PathBuf, uid: u32, mode: u32 },
+}
+
+/// The jobs of `uid` whose Prolog began and whose Epilog has not, from
+/// the records under `state_dir`, newest first. No state directory, or
+/// none for the user, is no record (the hooks are not installed, or the
+/// user never had a job here).
+pub fn started_jobs(
+    state_dir: &Path,
+    uid: u32,
+    now: SystemTime,
+) -> Result<Vec<StartedJob>, RecordsError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let Some(root) = open_sealed(None, state_dir, state_dir, me)? else {
+        return Ok(Vec::new());
+    };
+    let users = state_dir.join("users");
+    let Some(users_fd) = open_sealed(Some(&root), Path::new("users"), &users, me)? else {
+        return Ok(Vec::new());
+    };
+    let user = users.join(uid.to_string());
+    let Some(user_fd) = open_sealed(Some(&users_fd), Path::new(&uid.to_string()), &user, me)?
+    else {
+        return Ok(Vec::new());
+    };
+    let started = records(&user_fd, &user.join("started"), me, now)?;
+    let ending = records(&user_fd, &user.join("ending"), me, now)?;
+    let mut jobs: Vec<StartedJob> = started
+        .into_iter()
+        .filter(|s| !ending.iter().any(|e| e.job_id == s.job_id))
+        .collect();
+    jobs.sort_by_key(|j| (j.age, std::cmp::Reverse(j.job_id)));
+    Ok(jobs)
+}
+
+/// Open directory `rel` (below `at`, or `path` itself with no `at`) and
+/// check it is sealed; `None` when it does not exist.
+fn open_sealed(
+    at: Option<&OwnedFd>,
+    rel: &Path,
+    path: &Path,
+    me: u32,
+) -> Result<Option<OwnedFd>, RecordsError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let opened = match at {
+        Some(dir) => fcntl::openat(dir, rel, flags, Mode::empty()),
+        None => fcntl::open(path, flags, Mode::empty()),
+    };
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => return Ok(None),
+        Err(source) => {
+            return Err(RecordsError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let st = stat::fstat(&fd).map_err(|source| RecordsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !sealed(&st, me) {
+        return Err(RecordsError::Unsafe {
+            path: path.to_path_buf(),
+            uid: st.st_uid,
+            mode: st.st_mode & 0o7777,
+        });
+    }
+    Ok(Some(fd))
+}
+
+fn sealed(st: &FileStat, me: u32) -> bool {
+    (st.st_uid == 0 || st.st_uid == me) && st.st_mode & 0o022 == 0
+}
+
+/// The job records in `user/<sub>`: regular files named by a job id, with
+/// their age. Other names are not the hooks' and are passed over.
+fn records(
+    user: &OwnedFd,
+    path: &Path,
+    me: u32,
+    now: SystemTime,
+) -> Result<Vec<StartedJob>, RecordsError> {
+    let sub = path.file_name().map(Path::new).unwrap_or(path);
+    let Some(fd) = open_sealed(Some(user), sub, path, me)? else {
+        return Ok(Vec::new());
+    };
+    let io_err = |source| RecordsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = Dir::openat(&fd, ".", flags, Mode::empty()).map_err(io_err)?;
+    let mut found = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(io_err)?;
+        let Some(job_id) = entry
+            .file_name()
+            .to_str()
+            .ok()
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|&id| id > 0)
+        else {
+            continue;
+        };
+        let Ok(st) = stat::fstatat(&fd, entry.file_name(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            continue;
+        }
+        found.push(StartedJob {
+            job_id,
+            age: age(&st, now),
+        });
+    }
+    Ok(found)
+}
+
+fn age(st: &FileStat, now: SystemTime) -> Duration {
+    let written = u64::try_from(st.st_mtime)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+    written
+        .and_then(|w| now.duration_since(w).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn state(uid: u32) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let user = dir.path().join("users").join(uid.to_string());
+        for sub in ["started", "ending"] {
+            fs::create_dir_all(user.join(sub)).expect("mkdir");
+        }
+        for d in [
+            dir.path().to_path_buf(),
+            dir.path().join("users"),
+            user.clone(),
+        ] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        (dir, user)
+    }
+
+    #[test]
+    fn started_and_not_ending_jobs_newest_first() {
+        let (dir, user) = state(2001);
+        for job in ["5", "7", "9"] {
+            fs::write(user.join("started").join(job), b"").expect("write");
+        }
+        fs::write(user.join("ending/9"), b"").expect("write");
+        // Not the hooks' names, and not files: passed over.
+        fs::write(user.join("started/junk"), b"").expect("write");
+        fs::create_dir(user.join("started/11")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc/passwd", user.join("started/12")).expect("symlink");
+        let later = SystemTime::now() + Duration::from_secs(30);
+        let jobs = started_jobs(dir.path(), 2001, later).expect("read");
+        let ids: Vec<u32> = jobs.iter().map(|j| j.job_id).collect();
+        // Same age: the higher id is the newer job.
+        assert_eq!(ids, [7, 5]);
+        assert!(
+            jobs.iter().all(|j| j.age >= Duration::from_secs(29)),
+            "{jobs:?}"
+        );
+    }
+
+    #[test]
+    fn no_state_dir_or_no_user_is_no_record() {
+        let (dir, _) = state(2001);
+        assert_eq!(
+            started_jobs(dir.path(), 2002, SystemTime::now()).unwrap(),
+            []
+        );
+        let missing = dir.path().join("nope");
+        assert_eq!(started_jobs(&missing, 2001, SystemTime::now()).unwrap(), []);
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_not_read() {
+        let (dir, user) = state(2001);
+        fs::write(user.join("started/5"), b"").expect("write");
+        fs::set_permissions(dir.path().join("users"), fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let err = started_jobs(dir.path(), 2001, SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(&err, RecordsError::Unsafe { mode: 0o777, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("/users is not a directory of root's"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_user_directory_is_not_followed() {
+        let (dir, _) = state(2001);
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(elsewhere.path().join("started")).expect("mkdir");
+        fs::write(elsewhere.path().join("started/5"), b"").expect("write");
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("users/2003"))
+            .expect("symlink");
+        let err = started_jobs(dir.path(), 2003, SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                RecordsError::Io {
+                    source: nix::Error::ELOOP | nix::Error::ENOTDIR,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
