@@ -77,8 +77,14 @@ impl NodeOps for DryRun {
         (jobs, error)
     }
 
-    fn wait_for_extern(&mut self, jobs: &[u32], deadline: Instant) -> bool {
-        self.live.wait_for_extern(jobs, deadline)
+    fn wait_for_extern(
+        &mut self,
+        uid: u32,
+        jobs: &[u32],
+        opts: &Options,
+        deadline: Instant,
+    ) -> adopt_login::decide::ExternWait {
+        self.live.wait_for_extern(uid, jobs, opts, deadline)
     }
 
     fn callerid(&mut self, local_version: Option<u32>, deadline: Instant) -> CallerIdLookup {

@@ -99,9 +99,16 @@ pub trait NodeOps {
         (Vec::new(), None)
     }
     /// Wait, at most until `deadline`, for one of `jobs`' extern step
-    /// sockets to appear; whether one did.
-    fn wait_for_extern(&mut self, _jobs: &[u32], _deadline: Instant) -> bool {
-        false
+    /// sockets to appear, or for their records to end (an Epilog that ran:
+    /// the job was ending, not starting).
+    fn wait_for_extern(
+        &mut self,
+        _uid: u32,
+        _jobs: &[u32],
+        _opts: &Options,
+        _deadline: Instant,
+    ) -> ExternWait {
+        ExternWait::TimedOut
     }
     /// Put `pid` into `job_id`'s extern step (one the scan found).
     fn adopt(
@@ -111,6 +118,17 @@ pub trait NodeOps {
         pid: i32,
         opts: &Options,
     ) -> Result<Adopted, AdoptError>;
+}
+
+/// How waiting for a starting job's extern step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternWait {
+    /// A socket appeared: ask the stepds again.
+    Up,
+    /// The records ended first: the job's Epilog ran, so it was ending,
+    /// between its extern step's exit and its Epilog.
+    Ended,
+    TimedOut,
 }
 
 /// Decide one login and, when a job is chosen, adopt it through `node`.
@@ -396,15 +414,27 @@ fn wait_for_starting(
             left.as_millis()
         ),
     );
-    if node.wait_for_extern(&ids, deadline) {
-        log(
-            out,
-            Priority::Debug,
-            "an extern step of the starting jobs is up: asking the stepds again",
-        );
-        JobStart::Up
-    } else {
-        JobStart::NotUp(newest.job_id)
+    match node.wait_for_extern(uid, &ids, opts, deadline) {
+        ExternWait::Up => {
+            log(
+                out,
+                Priority::Debug,
+                "an extern step of the starting jobs is up: asking the stepds again",
+            );
+            JobStart::Up
+        }
+        ExternWait::Ended => {
+            log(
+                out,
+                Priority::Info,
+                format!(
+                    "job {} was ending, not starting: its Epilog ran during the wait",
+                    newest.job_id
+                ),
+            );
+            JobStart::NoRecord
+        }
+        ExternWait::TimedOut => JobStart::NotUp(newest.job_id),
     }
 }
 

@@ -8,7 +8,7 @@ use slurm_node::prolog_records::{self, START_GRACE, StartedJob};
 use slurm_node::spool::EXTERN_STEP_ID;
 
 use crate::callerid::{self, Lookup};
-use crate::decide::{Adopted, CallerIdLookup, FoundJob, JobScan, NodeOps, Unreachable};
+use crate::decide::{Adopted, CallerIdLookup, ExternWait, FoundJob, JobScan, NodeOps, Unreachable};
 use crate::node::{self, AdoptError, NodeError, NodeView, Scan};
 use crate::options::Options;
 
@@ -50,6 +50,8 @@ impl LiveNode {
 /// a stat per job, against the tens of milliseconds slurmd takes to start
 /// a stepd.
 const EXTERN_POLL: Duration = Duration::from_millis(20);
+/// The records are read again every this many polls (100 ms).
+const RECORD_POLL_EVERY: u32 = 5;
 
 impl NodeOps for LiveNode {
     fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error> {
@@ -124,14 +126,32 @@ impl NodeOps for LiveNode {
         }
     }
 
-    fn wait_for_extern(&mut self, jobs: &[u32], deadline: Instant) -> bool {
+    fn wait_for_extern(
+        &mut self,
+        uid: u32,
+        jobs: &[u32],
+        opts: &Options,
+        deadline: Instant,
+    ) -> ExternWait {
+        let mut polls: u32 = 0;
         loop {
             if jobs.iter().any(|&j| self.extern_socket_there(j)) {
-                return true;
+                return ExternWait::Up;
             }
+            // A job between its extern step's exit and its Epilog looks
+            // like one in its Prolog; its Epilog ends the record.
+            if polls % RECORD_POLL_EVERY == RECORD_POLL_EVERY - 1 {
+                let still = prolog_records::started_jobs(&opts.state_dir, uid, SystemTime::now())
+                    .map(|now| now.iter().any(|r| jobs.contains(&r.job_id)))
+                    .unwrap_or(true);
+                if !still {
+                    return ExternWait::Ended;
+                }
+            }
+            polls = polls.saturating_add(1);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                return ExternWait::TimedOut;
             }
             std::thread::sleep(left.min(EXTERN_POLL));
         }

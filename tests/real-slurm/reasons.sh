@@ -219,6 +219,19 @@ run_case "a starting job whose extern step comes up during the wait is adopted" 
 kill "$late_pid" 2>/dev/null || true
 wait "$late_pid" 2>/dev/null || true
 find "$spool" -maxdepth 1 -type s -delete
+# A job between its extern step's exit and its Epilog looks the same; its
+# Epilog moves the record to ending/ during the wait: no_jobs, not
+# job_starting.
+( sleep 0.5; mv "$state/users/$uid/started/41" "$state/users/$uid/ending/41" ) &
+mover_pid=$!
+mark=$(log_mark "$auth_log")
+run_case "a job whose Epilog runs during the wait was ending: no_jobs" "$user" "deny no_jobs -" \
+    "state_dir=$state timeout_ms=3000"
+wait "$mover_pid" 2>/dev/null || true
+check "ending job: the line says job 41 was ending, not starting" \
+    log_has "$auth_log" "$mark" "job 41 was ending, not starting: its Epilog ran during the wait" 2
+rm -f "$state/users/$uid/ending/41"
+touch "$state/users/$uid/started/41"
 # A record past the hooks' start grace (300 s) is a leftover: no wait.
 touch -d '10 minutes ago' "$state/users/$uid/started/41"
 run_case "a started record older than 300 s is a leftover: no_jobs" "$user" "deny no_jobs -" \

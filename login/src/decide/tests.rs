@@ -30,6 +30,8 @@ struct FakeNode {
     /// What the scan finds once a starting job's extern step came up;
     /// `None`: it never comes up.
     scan_when_up: Option<Result<JobScan, ()>>,
+    /// The records end during the wait (the job's Epilog ran).
+    ended_during_wait: bool,
     asked: Vec<&'static str>,
 }
 
@@ -52,6 +54,7 @@ impl Default for FakeNode {
             }),
             starting: (Vec::new(), None),
             scan_when_up: None,
+            ended_during_wait: false,
             asked: Vec::new(),
         }
     }
@@ -83,14 +86,23 @@ impl NodeOps for FakeNode {
         self.starting.clone()
     }
 
-    fn wait_for_extern(&mut self, _jobs: &[u32], _deadline: Instant) -> bool {
+    fn wait_for_extern(
+        &mut self,
+        _uid: u32,
+        _jobs: &[u32],
+        _opts: &Options,
+        _deadline: Instant,
+    ) -> ExternWait {
         self.asked.push("wait");
+        if self.ended_during_wait {
+            return ExternWait::Ended;
+        }
         match self.scan_when_up.take() {
             Some(scan) => {
                 self.scan = scan;
-                true
+                ExternWait::Up
             }
-            None => false,
+            None => ExternWait::TimedOut,
         }
     }
 
@@ -644,6 +656,16 @@ fn starting_rows() -> Vec<Row> {
                     others: 1,
                     ..JobScan::default()
                 })),
+                ..FakeNode::default()
+            },
+            message: Some(MSG_NO_JOBS),
+            ..Row::default()
+        },
+        Row {
+            name: "a job whose Epilog runs during the wait was ending: no_jobs",
+            node: FakeNode {
+                starting: starting(12),
+                ended_during_wait: true,
                 ..FakeNode::default()
             },
             message: Some(MSG_NO_JOBS),
