@@ -136,8 +136,11 @@ seen_reasons=()
 run_case() {
     local name=$1 who=$2 want=$3 args=$4
     shift 4
-    printf 'account required %s service=%s conf=%s nodename=%s %s\n' \
-        "$module" "$service" "$conf" "$node" "$args" >"$pam_file"
+    # The host's own job records (/run/slurm-adopt) belong to its real
+    # spool, not to the shim's: a state dir of this script's, unless a
+    # case names one (the later option wins).
+    printf 'account required %s service=%s conf=%s nodename=%s state_dir=%s %s\n' \
+        "$module" "$service" "$conf" "$node" "$work/no-records" "$args" >"$pam_file"
     local mark got
     mark=$(log_mark "$auth_log")
     "$probe" "$@" "$service" "$who" account >"$work/probe.out" 2>&1 || true
@@ -148,7 +151,7 @@ run_case() {
     local text rc=0
     # shellcheck disable=SC2086
     text=$("$adoptctl" check "$who" --service "$service" "${check_args[@]}" -- \
-        service="$service" conf="$conf" nodename="$node" $args 2>&1) || rc=$?
+        service="$service" conf="$conf" nodename="$node" state_dir="$work/no-records" $args 2>&1) || rc=$?
     local line
     line=$(sed -nE 's/^decision line: .* decision=([a-z]+) job=([^ ]+) reason=([a-z_]+) callerid=([^ ]+) usec=.*/\1 \3 \4/p' <<<"$text")
     local module_dr=${got% *} check_dr=${line% *}
