@@ -352,13 +352,13 @@ mc_starting_job() { # VER ours|debian
     ms=$(($(_mc_ms) - t0))
     d=$(mc_decision "$ver" c1 "$mark")
     if grep -q "your job $j is still starting on this node, try again shortly" <<<"$out"; then
-        got="denied (job J still starting) after $ms ms"
+        got="denied, still starting ($ms ms)"
     elif grep -q "$MC_DENY_MSG" <<<"$out"; then
-        got="denied (no active jobs) after $ms ms"
+        got="denied, no active jobs ($ms ms)"
     else
-        got="$(_mc_jk "$(_mc_landed <<<"$out" | sed 's/^/job /')" "$j" "") after $ms ms"
+        got="$(_mc_jk "$(_mc_landed <<<"$out" | sed 's/^/job /')" "$j" "") ($ms ms)"
     fi
-    mc_record "job_J_in_its_Prolog_(${MC_PROLOG_PAUSE}s):_ssh_login->c1" "$m" "$got"
+    mc_record "job_J_in_Prolog:_ssh_login->c1" "$m" "$got"
     if [[ $m == ours ]]; then
         echo "       c1's line: ${d:-none}; ssh took $ms ms"
         mc_check "job $j in its Prolog: the login is told it is still starting (${got})" \
@@ -374,7 +374,8 @@ mc_starting_job() { # VER ours|debian
     got=$(mc_login "$ver" login c1)
     ms=$(($(_mc_ms) - t0))
     d=$(mc_decision "$ver" c1 "$mark")
-    mc_record "job_J_in_its_Prolog:_login_that_waits_(ours:_timeout_ms=10000)" "$m" "$(_mc_jk "$got" "$j" "") after $ms ms"
+    # Ours with timeout_ms=10000; Debian's module has no such wait.
+    mc_record "job_J_in_Prolog:_login_waiting_10s" "$m" "$(_mc_jk "$got" "$j" "") ($ms ms)"
     if [[ $m == ours ]]; then
         mc_exec "$ver" c1 mc-pam ours
         echo "       c1's line: ${d:-none}; ssh took $ms ms"
