@@ -408,7 +408,7 @@ fn wait_for_starting(
         out,
         Priority::Info,
         format!(
-            "job {} of {user} is starting on this node (its Prolog began {} s ago): waiting up to {} ms for its extern step",
+            "job {} of {user} is starting on this node (its Prolog began {} s ago): waiting for its extern step, {} ms left of the login's budget",
             newest.job_id,
             newest.age.as_secs(),
             left.as_millis()

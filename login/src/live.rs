@@ -50,6 +50,8 @@ impl LiveNode {
 /// a stat per job, against the tens of milliseconds slurmd takes to start
 /// a stepd.
 const EXTERN_POLL: Duration = Duration::from_millis(20);
+/// What a wait for a starting job leaves of the login's budget.
+const WAIT_RESERVE: Duration = Duration::from_millis(500);
 /// The records are read again every this many polls (100 ms).
 const RECORD_POLL_EVERY: u32 = 5;
 
@@ -133,6 +135,11 @@ impl NodeOps for LiveNode {
         opts: &Options,
         deadline: Instant,
     ) -> ExternWait {
+        // The rescan and the adoption after a socket appears need time of
+        // their own: the wait ends WAIT_RESERVE (at most a quarter of the
+        // budget) before the login's deadline.
+        let reserve = WAIT_RESERVE.min(opts.timeout / 4);
+        let deadline = deadline.checked_sub(reserve).unwrap_or(deadline);
         let mut polls: u32 = 0;
         loop {
             if jobs.iter().any(|&j| self.extern_socket_there(j)) {

@@ -280,14 +280,14 @@ impl Options {
                     }
                 }
                 "runtime_dir" => {
-                    if value.starts_with('/') && !value.contains("/../") {
+                    if absolute_without_dotdot(value) {
                         o.runtime_dir = PathBuf::from(value);
                     } else {
                         bad(slurm_node::session::runtime_dir::DEFAULT_ROOT);
                     }
                 }
                 "state_dir" => {
-                    if value.starts_with('/') && !value.contains("/../") {
+                    if absolute_without_dotdot(value) {
                         o.state_dir = PathBuf::from(value);
                     } else {
                         bad(slurm_node::prolog_records::DEFAULT_STATE_DIR);
@@ -326,6 +326,12 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && s != "."
         && s != ".."
+}
+
+/// An absolute path with no `..` component (a directory the module looks
+/// in as root must not climb out of where the site put it).
+fn absolute_without_dotdot(value: &str) -> bool {
+    value.starts_with('/') && !value.split('/').any(|c| c == "..")
 }
 
 #[cfg(test)]
@@ -441,7 +447,11 @@ mod tests {
             (o.runtime_dir, w.len()),
             (PathBuf::from("/dev/shm/users"), 0)
         );
-        for bad in ["runtime_dir=run/user", "runtime_dir=/run/../etc"] {
+        for bad in [
+            "runtime_dir=run/user",
+            "runtime_dir=/run/../etc",
+            "runtime_dir=/run/..",
+        ] {
             let (o, w) = Options::parse(&[bad]);
             assert_eq!(
                 (o.runtime_dir, w.len()),

@@ -11,9 +11,12 @@
 //!
 //! The records only ever make a login wait or change its message: a
 //! record never lets anyone in. Still, only records nobody but root can
-//! have written count: every directory on the way is opened without
-//! following a symlink and must be root's (or ours, in tests) and not
-//! writable by group or others.
+//! have written count: the state directory and every directory below it
+//! are opened without following a symlink (its parents are the site's
+//! path, as for slurm.conf) and must be root's (or ours, in tests) and not
+//! writable by group or others. The state directory must be local (the
+//! hooks' default is on /run, a tmpfs): it is read without a thread, as
+//! the spool is.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -35,7 +38,8 @@ pub const START_GRACE: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartedJob {
     pub job_id: u32,
-    /// Since the record was written (zero for one from the future).
+    /// Since the record was written (records from the future are left
+    /// out).
     pub age: Duration,
 }
 
@@ -159,22 +163,31 @@ fn records(
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             continue;
         }
-        found.push(StartedJob {
-            job_id,
-            age: age(&st, now),
-        });
+        let Some(age) = age(&st, now) else {
+            continue;
+        };
+        found.push(StartedJob { job_id, age });
     }
     Ok(found)
 }
 
-fn age(st: &FileStat, now: SystemTime) -> Duration {
+/// How long ago the record was written; `None` for one dated more than
+/// [`CLOCK_SLACK`] in the future, which no Prolog of this boot can have
+/// written unless the clock stepped back: it is not taken for a start.
+fn age(st: &FileStat, now: SystemTime) -> Option<Duration> {
     let written = u64::try_from(st.st_mtime)
         .ok()
-        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
-    written
-        .and_then(|w| now.duration_since(w).ok())
-        .unwrap_or_default()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))?;
+    match now.duration_since(written) {
+        Ok(age) => Some(age),
+        Err(ahead) if ahead.duration() <= CLOCK_SLACK => Some(Duration::ZERO),
+        Err(_) => None,
+    }
 }
+
+/// mtime has whole seconds here, and a record written this second may
+/// look up to one ahead.
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
@@ -218,6 +231,16 @@ mod tests {
             jobs.iter().all(|j| j.age >= Duration::from_secs(29)),
             "{jobs:?}"
         );
+    }
+
+    #[test]
+    fn a_record_from_the_future_is_no_start() {
+        let (dir, user) = state(2001);
+        fs::write(user.join("started/5"), b"").expect("write");
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(started_jobs(dir.path(), 2001, an_hour_ago).unwrap(), []);
+        let jobs = started_jobs(dir.path(), 2001, SystemTime::now()).unwrap();
+        assert_eq!(jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(), [5]);
     }
 
     #[test]

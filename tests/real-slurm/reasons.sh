@@ -212,7 +212,7 @@ run_case "job_starting (the Prolog recorded job 41, no extern step by timeout_ms
 check "job_starting: the user reads that job 41 is still starting" \
     grep -q "your job 41 is still starting on this node, try again shortly" "$work/probe.out"
 check "job_starting: the line before it says the login waits for job 41" \
-    log_has "$auth_log" "$mark" "job 41 of $user is starting on this node \\(its Prolog began [0-9]+ s ago\\): waiting up to [0-9]+ ms" 2
+    log_has "$auth_log" "$mark" "job 41 of $user is starting on this node \\(its Prolog began [0-9]+ s ago\\): waiting for its extern step, [0-9]+ ms left" 2
 # The same record, and the extern step comes up 0.5 s into the wait.
 ( sleep 0.5; exec "$shim" stepd --spool "$spool" --node "$node" --step "41:$uid" >"$work/late-shim.log" 2>&1 ) &
 late_pid=$!
