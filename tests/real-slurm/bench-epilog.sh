@@ -48,6 +48,7 @@ chmod 0755 "$work/shell-epilog.sh"
 
 args=()
 for ((i = 0; i < steps; i++)); do args+=(--step "$((2000 + i)):$other"); done
+rm -f "$work/shim.out"
 "$shim" stepd --spool "$work/spool" --node "$node" "${args[@]}" >"$work/shim.out" &
 shim_pid=$!
 shim_ready() { [[ $(grep -c '^listening' "$work/shim.out" 2>/dev/null) -eq $steps ]]; }

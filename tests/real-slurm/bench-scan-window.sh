@@ -83,6 +83,10 @@ start_shim() {
         args+=(--step "$job:$((2000 + job % 50))$fault")
     done
     args+=(--step "$last_job:$uid")
+    # The last shim's "listening" lines must not count for this one: the
+    # redirection below truncates the file only once the child runs, and
+    # the wait could read the old lines before that.
+    rm -f "$work/shim.out"
     "$shim" stepd --spool "$work/spool" --node "$node" "${args[@]}" >"$work/shim.out" 2>"$work/shim.err" &
     shim_pid=$!
     local waited=0

@@ -57,6 +57,8 @@ printf '%-6s %-16s %8s %8s\n' steps module p50_us p99_us
 for size in 1 10 100; do
     args=(--step "1000:$uid")
     for ((i = 1; i < size; i++)); do args+=(--step "$((1000 + i)):$other"); done
+    # Not the last shim's "listening" lines (see bench-scan-window.sh).
+    rm -f "$work/shim.out"
     "$shim" stepd --spool "$work/spool" --node "$node" "${args[@]}" >"$work/shim.out" &
     shim_pid=$!
     wait_until 10 shim_ready "$size"
@@ -106,6 +108,7 @@ cp "$work/etc/slurm.conf" "$work/etc-v2/slurm.conf"
 cp "$work/etc/cgroup-v2.conf" "$work/etc-v2/cgroup.conf"
 echo "account required $ours conf=$work/etc-v2/slurm.conf nodename=$node" >"$work/ours-v2/sshd"
 echo "account required pam_permit.so" >"$work/permit/sshd"
+rm -f "$work/shim.out"
 "$shim" stepd --spool "$work/spool" --node "$node" "${args[@]}" >"$work/shim.out" &
 shim_pid=$!
 wait_until 10 shim_ready "$v2"
