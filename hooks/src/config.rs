@@ -79,7 +79,8 @@ impl Default for HookConfig {
             state_dir: PathBuf::from(ledger::DEFAULT_STATE_DIR),
             slurm_conf: PathBuf::from("/etc/slurm/slurm.conf"),
             stepd_timeout_ms: 5000,
-            start_grace_secs: 300,
+            // The grace pam_adopt.so gives a started record too.
+            start_grace_secs: slurm_node::prolog_records::START_GRACE.as_secs(),
             lock_wait_secs: ledger::DEFAULT_LOCK_WAIT.as_secs(),
             login_defs: PathBuf::from("/etc/login.defs"),
             runtime_dir: RuntimeDirConfig::default(),

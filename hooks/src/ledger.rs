@@ -27,7 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::fcntl::{Flock, FlockArg};
 use slurm_node::session::runtime_dir::safe_parent;
 
-pub const DEFAULT_STATE_DIR: &str = "/run/slurm-adopt";
+/// The layout is read by pam_adopt.so too (slurm-node's prolog_records),
+/// so the default lives there.
+pub const DEFAULT_STATE_DIR: &str = slurm_node::prolog_records::DEFAULT_STATE_DIR;
 /// How long a hook waits for the user's lock by default.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30);
 const LOCK_POLL: Duration = Duration::from_millis(10);

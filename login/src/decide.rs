@@ -11,13 +11,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use slurm_node::prolog_records::StartedJob;
-use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, Selection};
+use slurm_node::select::{self, CallerId, MSG_ADOPT_FAILED, MSG_NO_SLURM, NoJobsAction, Selection};
 
 use crate::node::{AdoptError, NodeError};
 pub use crate::node::{Adopted, Untrusted};
 use crate::options::{AdoptFailureAction, GenericFailureAction, Options};
 use crate::outcome::{Decision, LogLine, Outcome, Priority, Reason};
-use slurm_node::select::NoJobsAction;
 
 /// The facts of a login that the front end read from PAM.
 #[derive(Debug, Clone, Copy)]
@@ -235,9 +234,7 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
                 out.decision = match opts.action_no_jobs {
                     NoJobsAction::Ignore => Decision::Ignore,
                     NoJobsAction::Deny => {
-                        out.user_message = Some(Cow::Owned(format!(
-                            "Access denied by pam_adopt: your job {job_id} is still starting on this node, try again shortly"
-                        )));
+                        out.user_message = Some(Cow::Owned(select::msg_job_starting(job_id)));
                         Decision::Deny
                     }
                 };

@@ -81,6 +81,13 @@ pub const MSG_UNKNOWN_JOB: &str = "Access denied by pam_adopt: unable to determi
 pub const MSG_ADOPT_FAILED: &str = "Access denied by pam_adopt: failed to adopt process into cgroup, denying access because action_adopt_failure=deny";
 pub const MSG_NO_SLURM: &str = "No Slurm jobs found on node.";
 
+/// What a user whose job is still in its Prolog here reads.
+pub fn msg_job_starting(job_id: u32) -> String {
+    format!(
+        "Access denied by pam_adopt: your job {job_id} is still starting on this node, try again shortly"
+    )
+}
+
 /// The outcome of selection, before any adoption is attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {

@@ -311,12 +311,20 @@ impl JobTree<'_> {
         if !self.trusted_dir(&user) {
             return None;
         }
-        if task.uid != self.trusted {
-            return Some(task.uid);
-        }
-        match self.procs_owner(&task_dir) {
+        match self.task_owner(&task_dir, task) {
             JobOwner::Uid(uid) => Some(uid),
             _ => None,
+        }
+    }
+
+    /// Whose the sealed task directory `task_dir` (stat `task`) is: its
+    /// owner when the stepd chowned it (up to 23.x), else the one user its
+    /// processes run as (24.11 and later).
+    fn task_owner(&self, task_dir: &Path, task: DirStat) -> JobOwner {
+        if task.uid == self.trusted {
+            self.procs_owner(task_dir)
+        } else {
+            JobOwner::Uid(task.uid)
         }
     }
 
@@ -364,20 +372,13 @@ impl JobTree<'_> {
                     continue;
                 }
                 let task_dir = user_dir.join(task);
-                let Some(task) = self.stat(&task_dir) else {
+                let Some(task) = self.stat(&task_dir).filter(|t| t.sealed_dir) else {
                     continue;
                 };
-                if !task.sealed_dir {
-                    continue;
-                }
-                let uid = if task.uid == self.trusted {
-                    match self.procs_owner(&task_dir) {
-                        JobOwner::Uid(uid) => uid,
-                        JobOwner::Conflicting => return JobOwner::Conflicting,
-                        JobOwner::Unknown => continue,
-                    }
-                } else {
-                    task.uid
+                let uid = match self.task_owner(&task_dir, task) {
+                    JobOwner::Uid(uid) => uid,
+                    JobOwner::Conflicting => return JobOwner::Conflicting,
+                    JobOwner::Unknown => continue,
                 };
                 match found {
                     None => found = Some(uid),
