@@ -1,11 +1,12 @@
 //! adoptctl: look at what pam_adopt.so would do on this node, without
-//! doing it.
+//! doing it, and at the logins it has adopted.
 
 mod check;
 mod doctor;
 mod pamstack;
 mod report;
 mod root;
+mod sessions;
 mod sshdconf;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ Examples:
   adoptctl check alice
   adoptctl check alice -- action_unknown=deny nodename=c1
   adoptctl check alice --from 10.1.2.3:51234 -- conf=/opt/slurm/etc/slurm.conf
+  adoptctl sessions
+  adoptctl sessions --json -- nodename=c1
 
 Files:
   /etc/slurm/slurm.conf   read unless conf= is among the module arguments
@@ -121,6 +124,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Who is logged into which job on this node: for each job with an
+    /// extern step, the logins pam_adopt adopted into it.
+    ///
+    /// For each job: its user and extern stepd (asked over the stepd's
+    /// socket, which must pass the same owner and peer checks as for the
+    /// module). For each adopted login: the process the module adopted
+    /// (sshd's per-connection process), the client's address and port, when
+    /// it started, and every process under it. Processes left in the extern
+    /// step by a login that has ended are listed as "not under a login".
+    /// Read from the spool directory and /proc; run as root to see other
+    /// users' connections. Nothing is changed. Exit status: 0 on a report
+    /// (also when there are no jobs), 2 when slurm.conf or the spool
+    /// directory cannot be read.
+    ///
+    /// With --json: an array with one object per job: {job, uid, user,
+    /// stepd_pid, stepd_error, logins: [{pid, command, remote, started,
+    /// seconds, processes: [{pid, uid, user, command, started}]}],
+    /// unattached: [...]}; times are UTC, ISO 8601.
+    Sessions {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Module arguments, as written in the PAM file (conf=, nodename=).
+        #[arg(last = true)]
+        module_args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -166,5 +195,6 @@ fn main() -> ExitCode {
             }
             ExitCode::from(report::exit_code(&findings))
         }
+        Command::Sessions { json, module_args } => sessions::run(&module_args, json),
     }
 }

@@ -3,6 +3,9 @@
 //! job's tasks), and with `adopt_in=session` adopt the process again, after
 //! pam_systemd has moved it.
 //!
+//! When an adopted session closes, one line says so, with the job and how
+//! long the login lasted.
+//!
 //! Where the module does not apply it returns PAM_IGNORE, so it never
 //! decides a session stack on its own.
 
@@ -10,12 +13,15 @@ use std::fs;
 use std::path::Path;
 
 use slurm_node::cgroup::CgroupFs;
+use slurm_node::session::logins;
+use slurm_node::session::proc_table;
 use slurm_node::session::runtime_dir::RuntimeDirs;
 use slurm_node::session::session_env::{self, SessionEnv};
 
 use crate::account;
 use crate::pam::{PAM_IGNORE, PAM_SUCCESS, Pam, Priority};
-use adopt_login::options::{AdoptIn, Options};
+use adopt_login::options::{AdoptIn, LogLevel, Options};
+use adopt_login::outcome::field;
 
 pub fn open_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
     let (opts, _) = Options::parse(args);
@@ -34,9 +40,45 @@ pub fn open_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
 pub fn close_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
     let (opts, _) = Options::parse(args);
     match applies(pam, &opts) {
-        Some(_) => PAM_SUCCESS,
+        Some(uid) => {
+            log_session_closed(pam, &opts, uid);
+            PAM_SUCCESS
+        }
         None => PAM_IGNORE,
     }
+}
+
+/// The one line for an adopted session's end:
+/// `user=U uid=N service=S rhost=H pid=P event=session_closed job=J duration_ms=D`.
+/// The process that closes the session is the one the account phase
+/// adopted (sshd's per-connection process), so its cgroup names the job
+/// and its age is the login's duration, from the accepted connection.
+/// A process in no job's extern step was not adopted: no line.
+fn log_session_closed(pam: &Pam<'_>, opts: &Options, uid: u32) {
+    if opts.log_level < LogLevel::INFO {
+        return;
+    }
+    let proc_root = Path::new("/proc");
+    let job = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| CgroupFs::job_of_pid_cgroup(&text))
+        .filter(|(_, step)| step == logins::EXTERN_STEP_DIR)
+        .map(|(job, _)| job);
+    let Some(job) = job else {
+        return;
+    };
+    let duration = proc_table::age_ms(proc_root, "self").map_or_else(
+        |e| format!("- duration_error={}", field(&e.to_string())),
+        |ms| ms.to_string(),
+    );
+    let line = format!(
+        "user={} uid={uid} service={} rhost={} pid={} event=session_closed job={job} duration_ms={duration}",
+        field(&pam.user().ok().flatten().unwrap_or_default()),
+        field(&pam.service().ok().flatten().unwrap_or_default()),
+        field(&pam.rhost().unwrap_or_default()),
+        std::process::id(),
+    );
+    pam.syslog(Priority::Info, &line);
 }
 
 /// The user's uid when the module applies to this login: an allowed

@@ -273,6 +273,7 @@ mc_scenarios() {
     _chk "$label: session login->c1 (sleep 901) runs in job $j on c1" test "$got" -eq 0
     _mc_wait 15 _mc_pgrep_in_job "$ver" c2 "^sleep 902" "$j"; got=$?
     _chk "$label: session from job $j's task c1->c2 (sleep 902) runs in job $j on c2" test "$got" -eq 0
+    [[ $m != ours ]] || mc_who_is_in "$ver" "$j"
     if [[ $m == ours ]]; then
         local pid
         pid=$(mc_exec "$ver" c2 pgrep -f "^sleep 902" | head -n1)
@@ -390,6 +391,33 @@ mc_starting_job() { # VER ours|debian
     mc_cancel_all "$ver" || mc_fail "$m: jobs did not end after the starting-job scenario"
 }
 MC_STARTING_FIGURES=()
+
+# Who is in job J on c1, while login->c1's "sleep 901" runs in it: adoptctl
+# sessions lists that login (from the login node's address) with the sleep
+# under it; a login that ends logs session_closed with its duration.
+mc_who_is_in() { # VER JOB
+    local ver=$1 j=$2 json line mark closed
+    json=$(mc_exec "$ver" c1 adoptctl sessions --json 2>&1) || true
+    line=$(grep -E "^\{\"job\":$j," <<<"$json" || true)
+    mc_check "adoptctl sessions --json on c1: job $j is listed as $MC_USER's" \
+        bash -c "grep -q '\"user\":\"$MC_USER\"' <<<\"\$1\" || { printf '%s\n' \"\$2\"; exit 1; }" _ "$line" "$json"
+    mc_check "adoptctl sessions --json on c1: a login of job $j comes from the login node ($(mc_ip "$ver" login))" \
+        bash -c "grep -q '\"remote\":\"$(mc_ip "$ver" login):' <<<\"\$1\" || { printf '%s\n' \"\$1\"; exit 1; }" _ "$line"
+    mc_check "adoptctl sessions --json on c1: 'sleep 901' is under that login" \
+        bash -c "grep -q '\"command\":\"sleep 901\"' <<<\"\$1\" || { printf '%s\n' \"\$1\"; exit 1; }" _ "$line"
+    echo "       adoptctl sessions on c1:"
+    mc_exec "$ver" c1 adoptctl sessions 2>&1 | sed 's/^/       | /'
+    mark=$(mc_mark "$ver" c1)
+    mc_as "$ver" login "$MC_USER" "ssh c1 sleep 2" >/dev/null 2>&1 </dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        closed=$(mc_auth_since "$ver" c1 "$mark" | grep -E "pam_adopt\(sshd:session\): user=$MC_USER .* event=session_closed " | tail -n1)
+        [[ -z $closed ]] || break
+        sleep 0.2
+    done
+    echo "       c1's close line: ${closed:-none}"
+    mc_check "an adopted 'ssh c1 sleep 2' logs event=session_closed job=$j with duration_ms >= 2000" \
+        bash -c "[[ \$1 =~ \ job=$j\ duration_ms=([0-9]+) ]] && ((BASH_REMATCH[1] >= 2000))" _ "$closed"
+}
 
 # _mc_doctor_clean RC OUTPUT: doctor exited 0 with no warning or failure;
 # else OUTPUT is shown.

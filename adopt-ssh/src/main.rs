@@ -1,0 +1,203 @@
+//! adopt-ssh: log into a chosen Slurm job from a login node or a
+//! workstation. See `adopt-ssh --help` and adopt-ssh(1).
+
+mod job;
+mod relay;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+
+use clap::Parser;
+
+/// Open an ssh session inside a chosen Slurm job.
+///
+/// `adopt-ssh JOB` logs into one of job JOB's nodes so that the session
+/// lands in that job, even when you have several jobs on the node. ssh
+/// goes through a relay that `srun --overlap` starts inside the job on the
+/// node; the node's sshd sees a connection made by a process of job JOB,
+/// and pam_adopt's callerid lookup adopts the session into it. Nothing is
+/// trusted that was not before: the node's PAM module still adopts only
+/// into your own jobs, and srun runs the relay only in a job of yours.
+///
+/// Before anything runs, the job is looked up with squeue: an id that does
+/// not exist, a job of another user, a job that is not RUNNING, or a node
+/// that is not one of the job's gets its own message and exit status 1.
+///
+/// `adopt-ssh --config JOB` prints a Host block for ~/.ssh/config instead;
+/// `ssh job-JOB` then reaches the job, and so does VS Code Remote-SSH
+/// (Remote-SSH: Connect to Host... job-JOB). With `--via LOGIN`, the
+/// block is for a workstation outside the cluster: its ProxyCommand runs
+/// adopt-ssh on LOGIN over ssh.
+///
+/// adopt-ssh must be installed on the compute nodes too (the slurm-adopt
+/// package puts it in /usr/bin): the relay is the same program.
+#[derive(Debug, Parser)]
+#[command(
+    name = "adopt-ssh",
+    version,
+    about,
+    long_about,
+    after_long_help = "\
+Examples:
+  adopt-ssh 4242                        a shell in job 4242 on its first node
+  adopt-ssh --node c7 4242 -- nvidia-smi
+  adopt-ssh --config 4242 >> ~/.ssh/config && ssh job-4242
+  adopt-ssh --config --via login.hpc.example.org 4242   (on a workstation's
+                                        ~/.ssh/config, for VS Code Remote-SSH)
+
+Exit status: ssh's own when the session ran; 1 when the job cannot be
+reached (no such job, not yours, not running, no such node) or srun or ssh
+cannot be started; 2 for a usage error.
+
+On the node, the login's syslog line (authpriv) reads
+  pam_adopt(sshd:account): ... decision=adopt job=JOB reason=callerid_match
+when the node has more than one of your jobs, and reason=only_job when
+JOB is the only one."
+)]
+struct Cli {
+    /// The job to log into, as squeue shows it in its JOBID column.
+    job: String,
+    /// Log into this node of the job (default: the node that runs the job
+    /// script, else the first one).
+    #[arg(long, short = 'w', value_name = "NODE")]
+    node: Option<String>,
+    /// Print an ~/.ssh/config Host block named job-JOB instead of logging
+    /// in.
+    #[arg(long, conflicts_with = "command")]
+    config: bool,
+    /// With --config: the login node a workstation goes through (the
+    /// ProxyCommand becomes `ssh -T LOGIN adopt-ssh --proxy ...`).
+    #[arg(long, value_name = "LOGIN", requires = "config")]
+    via: Option<String>,
+    /// An option for ssh (as ssh -o takes it); may be repeated.
+    #[arg(long = "ssh-option", short = 'o', value_name = "OPTION")]
+    ssh_options: Vec<String>,
+    /// The port sshd listens on, on the compute nodes.
+    #[arg(long, default_value_t = 22)]
+    port: u16,
+    /// ProxyCommand mode, run by ssh: carry stdin and stdout to the
+    /// node's sshd through srun and the relay.
+    #[arg(long, hide = true, requires = "node")]
+    proxy: bool,
+    /// Relay mode, run by srun inside the job: connect stdin and stdout
+    /// to sshd at ADDR (e.g. localhost:22).
+    #[arg(long, hide = true, value_name = "ADDR")]
+    relay: Option<String>,
+    /// The command to run instead of a login shell (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(target) = &cli.relay {
+        // Inside the job: srun put the relay there, so the job is not
+        // looked up again.
+        return match relay::relay(target) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.to_string()),
+        };
+    }
+    let job = match job::parse_id(&cli.job) {
+        Ok(job) => job,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if cli.proxy {
+        let node = cli.node.as_deref().unwrap_or_default();
+        let e = relay::proxy(job, node, cli.port);
+        return fail(&e.to_string());
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let node = match job::look_up(job).and_then(|info| info.target(uid, cli.node.as_deref())) {
+        Ok(node) => node,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if cli.config {
+        print!("{}", host_block(job, &node, cli.port, cli.via.as_deref()));
+        return ExitCode::SUCCESS;
+    }
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_owned))
+        .unwrap_or_else(|| "adopt-ssh".to_owned());
+    let mut ssh = Command::new("ssh");
+    ssh.arg("-o").arg(format!(
+        "ProxyCommand={} --proxy --node {} --port {} {job}",
+        shell_word(&me),
+        shell_word(&node),
+        cli.port
+    ));
+    for o in &cli.ssh_options {
+        ssh.arg("-o").arg(o);
+    }
+    // `--` before the host: nothing in the command is read as an option
+    // of ssh's.
+    ssh.arg("--").arg(&node).args(&cli.command);
+    let e = ssh.exec();
+    fail(&format!("cannot run ssh: {e}"))
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("adopt-ssh: {message}");
+    ExitCode::FAILURE
+}
+
+/// The ~/.ssh/config block for `job` on `node`. HostKeyAlias keeps the
+/// node's own known_hosts entry in use, so the job alias asks nothing new.
+fn host_block(job: u32, node: &str, port: u16, via: Option<&str>) -> String {
+    let proxy = format!("adopt-ssh --proxy --node {node} --port {port} {job}");
+    let proxy = match via {
+        Some(login) => format!("ssh -T {login} {proxy}"),
+        None => proxy,
+    };
+    format!(
+        "# job {job} on {node}, written by adopt-ssh; remove it when the job has ended\n\
+         Host job-{job}\n    HostName {node}\n    HostKeyAlias {node}\n    ProxyCommand {proxy}\n"
+    )
+}
+
+/// `word` quoted for the shell that ssh runs a ProxyCommand with.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@".contains(&b))
+    {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn host_blocks_name_the_job_and_pin_the_node() {
+        let b = host_block(17, "c2", 22, None);
+        assert!(b.contains("Host job-17\n"));
+        assert!(b.contains("HostKeyAlias c2\n"));
+        assert!(b.contains("ProxyCommand adopt-ssh --proxy --node c2 --port 22 17\n"));
+        let b = host_block(17, "c2", 2222, Some("login1"));
+        assert!(
+            b.contains("ProxyCommand ssh -T login1 adopt-ssh --proxy --node c2 --port 2222 17\n")
+        );
+    }
+
+    #[test]
+    fn shell_words_survive_the_proxy_shell() {
+        assert_eq!(shell_word("/usr/bin/adopt-ssh"), "/usr/bin/adopt-ssh");
+        assert_eq!(
+            shell_word("/opt/my tools/adopt-ssh"),
+            "'/opt/my tools/adopt-ssh'"
+        );
+        assert_eq!(shell_word("a'b"), r"'a'\''b'");
+        assert_eq!(shell_word(""), "''");
+    }
+}
