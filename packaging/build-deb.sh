@@ -51,7 +51,7 @@ if [[ $build == yes ]]; then
     cargo build --release --quiet --workspace
 fi
 rel=target/release
-for f in libpam_adopt.so adoptctl adopt-prolog adopt-taskprolog adopt-epilog; do
+for f in libpam_adopt.so adoptctl adopt-ssh adopt-prolog adopt-taskprolog adopt-epilog; do
     [[ -f $rel/$f ]] || die "$rel/$f missing: cargo build --release --workspace"
 done
 
@@ -66,6 +66,9 @@ umask 022
 install_bin() { install -D -m "$1" "$2" "$stage/$3" && strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage/$3"; }
 install_bin 0644 "$rel/libpam_adopt.so" "usr/lib/$multiarch/security/pam_adopt.so"
 install_bin 0755 "$rel/adoptctl" usr/sbin/adoptctl
+# A user's command (login nodes, workstations) and, on compute nodes, the
+# relay it starts there through srun.
+install_bin 0755 "$rel/adopt-ssh" usr/bin/adopt-ssh
 for h in adopt-prolog adopt-taskprolog adopt-epilog; do
     install_bin 0755 "$rel/$h" "usr/libexec/slurm-adopt/$h"
 done
@@ -109,7 +112,8 @@ fi
 
 # --------------------------------------------------------------- man pages
 man8=$stage/usr/share/man/man8
-install -d "$man8"
+man1=$stage/usr/share/man/man1
+install -d "$man8" "$man1"
 sed "s/@VERSION@/$version/" packaging/man/pam_adopt.8 | gzip -9n >"$man8/pam_adopt.8.gz"
 
 # Roff-quote plain text for a help2man include section.
@@ -119,18 +123,19 @@ roff_text() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
 # running --version, so a binary's own version output cannot differ from
 # the package's.
 man_from_help() {
-    local bin=$1 name=$2 desc=$3 include=$4
-    help2man --no-info --section=8 --name="$desc" --version-string="$version" \
-        --manual="System Administration" --source="slurm-adopt $version" \
-        ${include:+--include="$include"} "$rel/$bin" >"$tmp_man/$name.8" ||
+    local bin=$1 name=$2 desc=$3 include=$4 section=${5:-8} manual="System Administration"
+    [[ $section == 1 ]] && manual="User Commands"
+    help2man --no-info --section="$section" --name="$desc" --version-string="$version" \
+        --manual="$manual" --source="slurm-adopt $version" \
+        ${include:+--include="$include"} "$rel/$bin" >"$tmp_man/$name.$section" ||
         die "help2man failed for $rel/$bin (does '$bin --help' work?)"
-    gzip -9n <"$tmp_man/$name.8" >"$man8/$name.8.gz"
+    gzip -9n <"$tmp_man/$name.$section" >"$stage/usr/share/man/man$section/$name.$section.gz"
 }
 tmp_man=$(mktemp -d)
 trap 'rm -rf "$tmp_man" "${tmp:-}"' EXIT
 {
     echo "[SUBCOMMANDS]"
-    for sub in check doctor; do
+    for sub in check doctor sessions; do
         echo ".SS \"adoptctl $sub\""
         echo ".nf"
         "$rel/adoptctl" "$sub" --help | roff_text
@@ -147,6 +152,8 @@ printf '[SEE ALSO]\n.BR pam_adopt (8),\n.BR adoptctl (8),\n.BR slurm.conf (5)\n'
 man_from_help adopt-prolog adopt-prolog "Slurm Prolog hook of slurm-adopt" "$tmp_man/hooks.h2m"
 man_from_help adopt-epilog adopt-epilog "Slurm Epilog hook of slurm-adopt" "$tmp_man/hooks.h2m"
 man_from_help adopt-taskprolog adopt-taskprolog "Slurm TaskProlog hook of slurm-adopt" "$tmp_man/hooks.h2m"
+printf '[SEE ALSO]\n.BR ssh (1),\n.BR ssh_config (5),\n.BR srun (1),\n.BR pam_adopt (8),\n.BR adoptctl (8)\n' >"$tmp_man/adopt-ssh.h2m"
+man_from_help adopt-ssh adopt-ssh "open an ssh session inside a chosen Slurm job" "$tmp_man/adopt-ssh.h2m" 1
 
 # --------------------------------------------------------------- control
 # Depends from the libraries the binaries link (dpkg-shlibdeps needs a
@@ -180,7 +187,8 @@ Description: hold ssh logins on Slurm compute nodes to the user's job
  pam_slurm_adopt that speaks Slurm's protocols natively (no libslurm, one
  build for Slurm 22.05 to 26.05) and fails closed.
  .
- The package also holds adoptctl (dry runs and a configuration doctor),
+ The package also holds adoptctl (dry runs, a configuration doctor and a
+ list of who is logged into which job), adopt-ssh (ssh into a chosen job),
  the adopt-prolog, adopt-epilog and adopt-taskprolog hooks, SELinux policy
  modules, and example PAM and slurm.conf snippets. Installing it changes no
  PAM or Slurm file: enable the module by hand (see pam_adopt(8)).

@@ -45,6 +45,9 @@ pub fn srun_command(job: u32, node: &str, port: u16) -> Command {
             "--unbuffered",
             "--quiet",
             "--job-name=adopt-ssh",
+            // The relay needs no working directory, and the caller's may
+            // not exist on the node.
+            "--chdir=/",
             "adopt-ssh",
             "--relay",
         ])

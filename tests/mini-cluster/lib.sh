@@ -21,7 +21,7 @@ mc_layout_nodes() {
         *) mc_die "unknown layout '$MC_LAYOUT' (classic or configless)" ;;
     esac
 }
-MC_BINS=(libpam_adopt.so adoptctl adopt-prolog adopt-epilog adopt-taskprolog)
+MC_BINS=(libpam_adopt.so adoptctl adopt-ssh adopt-prolog adopt-epilog adopt-taskprolog)
 
 mc_say() { echo "mini-cluster: $*" >&2; }
 mc_die() { echo "mini-cluster: error: $*" >&2; exit 1; }

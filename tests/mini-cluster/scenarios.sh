@@ -329,6 +329,7 @@ mc_scenarios() {
     mc_record "after_scancel:_ssh_login->c1" "$m" "$got"
     _chk "$label: after scancel a new ssh login->c1 is denied again" _mc_eq "$got" denied+msg
     [[ $hooks != yes ]] || mc_starting_job "$ver" "$m"
+    mc_adopt_ssh "$ver" "$m"
     unset -f _chk
 }
 
@@ -391,6 +392,60 @@ mc_starting_job() { # VER ours|debian
     mc_cancel_all "$ver" || mc_fail "$m: jobs did not end after the starting-job scenario"
 }
 MC_STARTING_FIGURES=()
+
+# adopt-ssh from the login node: with two jobs J (older) and K (newer) on
+# c1, "adopt-ssh J" and "adopt-ssh K" each land in the job named, where a
+# plain "ssh c1" goes to the newest (K; the login node runs no slurmd, so
+# callerid cannot help it). The relay runs in the job through srun
+# --overlap, so c1's sshd sees a connection from a process of the job.
+mc_adopt_ssh() { # VER ours|debian
+    local ver=$1 m=$2 j k got out d mark t0 ms rc
+    if ! j=$(mc_submit "$ver" -N1 -w c1) || ! mc_wait_job "$ver" "$j" c1 ||
+        ! k=$(mc_submit "$ver" -N1 -w c1) || ! mc_wait_job "$ver" "$k" c1; then
+        mc_fail "$m: the two jobs for adopt-ssh did not start on c1"
+        return 0
+    fi
+    local x
+    for x in "$j" "$k"; do
+        mark=$(mc_mark "$ver" c1)
+        t0=$(_mc_ms)
+        out=$(mc_as "$ver" login "$MC_USER" "adopt-ssh $x -- cat /proc/self/cgroup" 2>&1 </dev/null) || true
+        ms=$(($(_mc_ms) - t0))
+        got=$(_mc_landed <<<"$out" | sed 's/^/job /')
+        d=$(mc_decision "$ver" c1 "$mark")
+        mc_record "adopt-ssh_$([[ $x == "$j" ]] && echo J || echo K)_(J+K_on_c1)" "$m" "$(_mc_jk "${got:-denied}" "$j" "$k")${d:+ ($(cut -d' ' -f3 <<<"$d"))}"
+        if [[ $m == ours ]]; then
+            echo "       c1's line: ${d:-none}; adopt-ssh took $ms ms"
+            mc_check "adopt-ssh $x from the login node lands in job $x on c1 ($ms ms)" \
+                bash -c "[[ \$1 == 'job $x' ]] || { printf '%s\n' \"\$2\"; exit 1; }" _ "$got" "$out"
+            mc_check "c1's line for adopt-ssh $x says decision=adopt job=$x reason=callerid_match callerid=$x" \
+                _mc_eq "$(cut -d' ' -f1-3,5 <<<"$d")" "adopt $x callerid_match $x"
+            MC_ADOPT_SSH_FIGURES+=("$ver: adopt-ssh $x -- cat /proc/self/cgroup, login node to c1 and back: $ms ms (module usec=$(cut -d' ' -f4 <<<"$d"))")
+        fi
+    done
+    got=$(mc_login "$ver" login c1)
+    mc_record "plain_ssh_login->c1_(J+K_on_c1)" "$m" "$(_mc_jk "$got" "$j" "$k")"
+    [[ $m != ours ]] || mc_check "beside adopt-ssh, a plain ssh login->c1 goes to the newest job, $k" _mc_eq "$got" "job $k"
+    if [[ $m == ours ]]; then
+        out=$(mc_as "$ver" login "$MC_USER" "adopt-ssh --config $j >/tmp/adopt-ssh-$j.conf && ssh -F /tmp/adopt-ssh-$j.conf job-$j cat /proc/self/cgroup" 2>&1 </dev/null) || true
+        mc_check "adopt-ssh --config $j: 'ssh -F FILE job-$j' lands in job $j" _mc_eq "$(_mc_landed <<<"$out")" "$j"
+        # The errors, each before any ssh or srun runs: exit 1 and its message.
+        _ssh_err() { # ARGS EXPECTED-TEXT [USER]
+            out=$(mc_as "$ver" login "${3:-$MC_USER}" "adopt-ssh $1 -- true" 2>&1 </dev/null) && rc=0 || rc=$?
+            [[ $rc -eq 1 && $out == *"$2"* ]] || { echo "rc=$rc: $out"; return 1; }
+        }
+        mc_check "adopt-ssh 999999: 'there is no job 999999'" _ssh_err 999999 "there is no job 999999"
+        mc_check "adopt-ssh --node c2 $j: 'node c2 is not one of job $j's nodes'" _ssh_err "--node c2 $j" "node c2 is not one of job $j's nodes (c1)"
+        mc_check "adopt-ssh $j as adopt-bob: 'job $j is $MC_USER's, not yours'" _ssh_err "$j" "job $j is $MC_USER's, not yours" adopt-bob
+        local p
+        p=$(mc_as "$ver" login "$MC_USER" "sbatch --parsable --chdir=/tmp --output=/dev/null --begin=now+3600 --wrap 'sleep 900'" | cut -d';' -f1)
+        mc_check "adopt-ssh $p (pending): 'job $p is not running (its state is PENDING)'" _ssh_err "$p" "job $p is not running (its state is PENDING)"
+        mc_check "adopt-ssh x1: not a job id" _ssh_err x1 "'x1' is not a job id"
+        unset -f _ssh_err
+    fi
+    mc_cancel_all "$ver" || mc_fail "$m: jobs did not end after the adopt-ssh scenario"
+}
+MC_ADOPT_SSH_FIGURES=()
 
 # Who is in job J on c1, while login->c1's "sleep 901" runs in it: adoptctl
 # sessions lists that login (from the login node's address) with the sleep

@@ -99,5 +99,6 @@ for i in "${!stage_names[@]}"; do
 done
 printf '%6ss  %s\n' "$((SECONDS - t_all))" "total"
 for f in "${MC_STARTING_FIGURES[@]}"; do echo "starting job: $f"; done
+for f in "${MC_ADOPT_SSH_FIGURES[@]}"; do echo "adopt-ssh: $f"; done
 echo "$MC_PASSED passed, $MC_FAILED failed"
 ((MC_FAILED == 0))

@@ -106,6 +106,8 @@ multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-mul
 so=/usr/lib/$multiarch/security/pam_adopt.so
 check "installed $so" test -f "$so"
 check "installed /usr/sbin/adoptctl" test -x /usr/sbin/adoptctl
+check "installed /usr/bin/adopt-ssh runs --help" /usr/bin/adopt-ssh --help
+check "man page adopt-ssh(1) installed and documents --config" bash -c 'zcat /usr/share/man/man1/adopt-ssh.1.gz | grep -q -- "--config"'
 for h in adopt-prolog adopt-epilog adopt-taskprolog; do
     check "installed /usr/libexec/slurm-adopt/$h runs --help" /usr/libexec/slurm-adopt/"$h" --help
 done
@@ -114,6 +116,8 @@ for m in pam_adopt adoptctl adopt-prolog adopt-epilog adopt-taskprolog; do
 done
 # shellcheck disable=SC2016
 check "adoptctl(8) documents the doctor subcommand" bash -c 'zcat /usr/share/man/man8/adoptctl.8.gz | grep -q "adoptctl doctor"'
+# shellcheck disable=SC2016
+check "adoptctl(8) documents the sessions subcommand" bash -c 'zcat /usr/share/man/man8/adoptctl.8.gz | grep -q "adoptctl sessions"'
 check "/etc/slurm/adopt.toml is a conffile" bash -c "dpkg-query -W -f='\${Conffiles}' $pkg | grep -q ' /etc/slurm/adopt.toml '"
 check "/etc/slurm/adopt.toml as shipped sets nothing" bash -c '! grep -Ev "^[[:space:]]*(#|$)" /etc/slurm/adopt.toml'
 check "examples shipped" test -s /usr/share/doc/slurm-adopt/examples/pam.d-sshd
