@@ -19,7 +19,7 @@
 //! (logind's runtime dir, linger an admin enabled) is left alone.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -117,7 +117,7 @@ impl Ledger {
         private_dir(&self.root.join("users"), 0o755)?;
         let dir = self.user_dir(uid);
         private_dir(&dir, 0o700)?;
-        for sub in ["started", "ending", "owns"] {
+        for sub in ["started", "ending", "owns", "devices"] {
             private_dir(&dir.join(sub), 0o700)?;
         }
         let path = dir.join("lock");
@@ -178,7 +178,35 @@ impl UserLock {
     /// The job's Epilog runs: it is no longer one of the user's live jobs.
     pub fn mark_ending(&self, job_id: u32) -> Result<(), LedgerError> {
         remove(&self.dir.join("started").join(job_id.to_string()))?;
+        remove(&self.dir.join("devices").join(job_id.to_string()))?;
         touch(&self.dir.join("ending").join(job_id.to_string()))
+    }
+
+    /// The job's GPU visibility values for adopted logins (slurm-node's
+    /// `session::device_env` record), written whole or not at all: to a
+    /// temporary name, then renamed. An empty `text` removes the record.
+    pub fn record_devices(&self, job_id: u32, text: &str) -> Result<(), LedgerError> {
+        let dir = self.dir.join("devices");
+        let path = dir.join(job_id.to_string());
+        if text.is_empty() {
+            return remove(&path);
+        }
+        let tmp = dir.join(format!(".{job_id}.tmp"));
+        let io_err = |source| LedgerError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(io_err)?;
+        file.write_all(text.as_bytes()).map_err(io_err)?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(|source| LedgerError::Io { path, source })
     }
 
     pub fn started(&self) -> Result<Vec<Marker>, LedgerError> {

@@ -100,6 +100,19 @@ pub struct EpilogReport {
 }
 
 impl Hooks {
+    /// Keep the job's GPU visibility values (the Prolog's environment,
+    /// already filtered to slurm-node's device_env record) for adopted
+    /// logins. Returns what was done, for the log.
+    pub fn record_devices(&self, job: &JobUser, text: &str) -> Result<String, HookError> {
+        if self.system_user(job).is_some() || text.is_empty() {
+            return Ok(String::new());
+        }
+        let lock = self.ledger.lock_user(job.uid, self.lock_wait)?;
+        lock.record_devices(job.job_id, text)?;
+        let names: Vec<&str> = text.lines().filter_map(|l| l.split('=').next()).collect();
+        Ok(format!("recorded {}", names.join(",")))
+    }
+
     /// Record the job and make sure the user's state exists. Returns what
     /// was done, for the log.
     pub fn prolog(&self, job: &JobUser) -> Result<String, HookError> {

@@ -1,6 +1,6 @@
 //! The session phase: give an adopted login the job's session environment
 //! (XDG_RUNTIME_DIR and the XDG_SESSION_* values the TaskProlog gives the
-//! job's tasks), and with `adopt_in=session` adopt the process again, after
+//! job's tasks, and the job's GPU visibility variables), and with `adopt_in=session` adopt the process again, after
 //! pam_systemd has moved it.
 //!
 //! When an adopted session closes, one line says so, with the job and how
@@ -13,6 +13,9 @@ use std::fs;
 use std::path::Path;
 
 use slurm_node::cgroup::CgroupFs;
+use slurm_node::confsource::{self, ConfigSources};
+use slurm_node::prolog_records;
+use slurm_node::session::device_env;
 use slurm_node::session::logins;
 use slurm_node::session::proc_table;
 use slurm_node::session::runtime_dir::RuntimeDirs;
@@ -99,8 +102,13 @@ fn applies(pam: &Pam<'_>, opts: &Options) -> Option<u32> {
 /// stack that holds only this module must not fail for want of a runtime
 /// dir.
 fn export_session_env(pam: &mut Pam<'_>, opts: &Options, uid: u32) -> i32 {
-    let in_job =
-        fs::read_to_string("/proc/self/cgroup").is_ok_and(|text| CgroupFs::in_slurm_job(&text));
+    let cgroup_text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let in_job = CgroupFs::in_slurm_job(&cgroup_text);
+    if let Some((job, _)) = CgroupFs::job_of_pid_cgroup(&cgroup_text)
+        .filter(|(_, step)| in_job && step == logins::EXTERN_STEP_DIR)
+    {
+        export_devices(pam, opts, uid, job);
+    }
     let runtime_dir = RuntimeDirs::new(&opts.runtime_dir, None).usable(uid);
     if !in_job || runtime_dir.is_none() {
         return PAM_SUCCESS;
@@ -128,4 +136,67 @@ fn export_session_env(pam: &mut Pam<'_>, opts: &Options, uid: u32) -> i32 {
         }
     }
     PAM_SUCCESS
+}
+
+/// Export the GPU visibility values of `job`, the job this login was
+/// adopted into, as its tasks on this node see them (see
+/// slurm_node::session::device_env): from the hooks' Prolog record,
+/// renumbered from 0 when cgroup.conf has ConstrainDevices=yes. No record
+/// (no GPU here, or no hooks) exports nothing; a record line that is not
+/// an allowed name with an index list is logged and left out; without a
+/// readable cgroup.conf nothing is exported, since a wrong numbering
+/// would point the login at another job's GPU.
+fn export_devices(pam: &mut Pam<'_>, opts: &Options, uid: u32, job: u32) {
+    let text = match prolog_records::job_devices(&opts.state_dir, uid, job) {
+        Ok(Some(text)) => text,
+        Ok(None) => return,
+        Err(e) => {
+            pam.syslog(
+                Priority::Err,
+                &format!("job {job}: GPU variables not exported: {e}"),
+            );
+            return;
+        }
+    };
+    let record = device_env::parse_record(&text);
+    for why in &record.rejected {
+        pam.syslog(
+            Priority::Warning,
+            &format!("job {job}: device record {why}: left out"),
+        );
+    }
+    if record.vars.is_empty() {
+        return;
+    }
+    let constrain = match confsource::load(opts.conf.as_deref(), &ConfigSources::system()) {
+        Ok((conf, _)) => conf.cgroup.constrain_devices,
+        Err(e) => {
+            pam.syslog(
+                Priority::Err,
+                &format!("job {job}: GPU variables not exported: {e}"),
+            );
+            return;
+        }
+    };
+    let values = device_env::session_values(&record, constrain);
+    let mut exported = Vec::with_capacity(values.len());
+    for (name, value) in &values {
+        match pam.putenv(name, value) {
+            Ok(()) => exported.push(format!("{name}={value}")),
+            Err(rc) => pam.syslog(
+                Priority::Err,
+                &format!("pam_putenv({name}) failed: rc {rc}"),
+            ),
+        }
+    }
+    if opts.log_level >= LogLevel::INFO {
+        pam.syslog(
+            Priority::Info,
+            &format!(
+                "job {job}: exported {} (ConstrainDevices={})",
+                exported.join(" "),
+                if constrain { "yes" } else { "no" }
+            ),
+        );
+    }
 }

@@ -86,6 +86,61 @@ pub fn started_jobs(
     Ok(jobs)
 }
 
+/// The most of a devices record read: five short lines.
+const MAX_DEVICES_RECORD: usize = 4096;
+
+/// The text of the Prolog's device record of `job` (see
+/// [`crate::session::device_env`]), `None` when there is none. The file
+/// must be a regular file of root's that only root can write, in the same
+/// sealed directories as the started records.
+pub fn job_devices(state_dir: &Path, uid: u32, job: u32) -> Result<Option<String>, RecordsError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut dir = state_dir.to_path_buf();
+    let mut fd = match open_sealed(None, state_dir, state_dir, me)? {
+        Some(fd) => fd,
+        None => return Ok(None),
+    };
+    for part in ["users".to_owned(), uid.to_string(), "devices".to_owned()] {
+        dir.push(&part);
+        fd = match open_sealed(Some(&fd), Path::new(&part), &dir, me)? {
+            Some(next) => next,
+            None => return Ok(None),
+        };
+    }
+    let path = dir.join(job.to_string());
+    let io_err = |source| RecordsError::Io {
+        path: path.clone(),
+        source,
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let file = match fcntl::openat(&fd, Path::new(&job.to_string()), flags, Mode::empty()) {
+        Ok(file) => file,
+        Err(nix::Error::ENOENT) => return Ok(None),
+        Err(source) => return Err(io_err(source)),
+    };
+    let st = stat::fstat(&file).map_err(io_err)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || !sealed(&st, me) {
+        return Err(RecordsError::Unsafe {
+            path,
+            uid: st.st_uid,
+            mode: st.st_mode & 0o7777,
+        });
+    }
+    let mut buf = vec![0u8; MAX_DEVICES_RECORD];
+    let mut len = 0;
+    while len < buf.len() {
+        let chunk = buf.get_mut(len..).unwrap_or_default();
+        match nix::unistd::read(&file, chunk) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(source) => return Err(io_err(source)),
+        }
+    }
+    buf.truncate(len);
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
 /// Open directory `rel` (below `at`, or `path` itself with no `at`) and
 /// check it is sealed; `None` when it does not exist.
 fn open_sealed(

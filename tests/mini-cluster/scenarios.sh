@@ -330,6 +330,7 @@ mc_scenarios() {
     _chk "$label: after scancel a new ssh login->c1 is denied again" _mc_eq "$got" denied+msg
     [[ $hooks != yes ]] || mc_starting_job "$ver" "$m"
     mc_adopt_ssh "$ver" "$m"
+    [[ $hooks != yes ]] || mc_job_gpus "$ver" "$m"
     unset -f _chk
 }
 
@@ -446,6 +447,61 @@ mc_adopt_ssh() { # VER ours|debian
     mc_cancel_all "$ver" || mc_fail "$m: jobs did not end after the adopt-ssh scenario"
 }
 MC_ADOPT_SSH_FIGURES=()
+
+MC_GPU_VARS='^(CUDA_VISIBLE_DEVICES|ROCR_VISIBLE_DEVICES|ZE_AFFINITY_MASK|GPU_DEVICE_ORDINAL|SLURM_JOB_GPUS)='
+# The job's GPU variables in an adopted session: two jobs with one of c1's
+# two fake GPUs each, so that the second holds host GPU 1. An ssh session
+# into it (adopt-ssh, as there are two jobs) must show the visibility
+# variables a task of the job shows (srun --overlap env), and
+# SLURM_JOB_GPUS as the batch script sees it: renumbered from 0 with
+# ConstrainDevices=yes, host numbers without (classic layout: c1's
+# cgroup.conf is rewritten and its slurmd restarted).
+mc_job_gpus() { # VER ours|debian
+    local ver=$1 m=$2 constrain
+    local modes=(yes)
+    [[ $MC_LAYOUT == configless || $m != ours ]] || modes+=(no)
+    for constrain in "${modes[@]}"; do
+        [[ $constrain == yes ]] || _mc_c1_constrain_devices "$ver" no || { mc_fail "$m: slurmd on c1 did not come back without ConstrainDevices"; return 0; }
+        _mc_gpu_case "$ver" "$m" "$constrain"
+        [[ $constrain == yes ]] || _mc_c1_constrain_devices "$ver" yes || mc_fail "$m: slurmd on c1 did not come back with ConstrainDevices"
+    done
+}
+
+_mc_c1_constrain_devices() { # VER yes|no: rewrite c1's cgroup.conf, restart its slurmd
+    local ver=$1
+    if [[ $2 == yes ]]; then
+        mc_exec "$ver" c1 sh -c 'grep -q ^ConstrainDevices= /etc/slurm/cgroup.conf || echo ConstrainDevices=yes >>/etc/slurm/cgroup.conf'
+    else
+        mc_exec "$ver" c1 sed -i '/^ConstrainDevices=/d' /etc/slurm/cgroup.conf
+    fi
+    mc_exec "$ver" c1 sh -c 'pkill -x slurmd; while pgrep -x slurmd >/dev/null; do sleep 0.2; done; slurmd -N c1'
+    _mc_wait 60 _mc_nodes_idle "$ver"
+}
+
+_mc_gpu_case() { # VER ours|debian yes|no
+    local ver=$1 m=$2 constrain=$3 j k task batch sess
+    if ! j=$(mc_submit "$ver" -N1 -w c1 --gres=gpu:1) || ! mc_wait_job "$ver" "$j" c1 ||
+        ! k=$(mc_as "$ver" login "$MC_USER" "sbatch --parsable --chdir=/tmp --output=/dev/null -w c1 --gres=gpu:1 --wrap 'env >/tmp/mc-batch-env-\$SLURM_JOB_ID; sleep 900'" | cut -d';' -f1) ||
+        ! mc_wait_job "$ver" "$k" c1; then
+        mc_fail "$m: the GPU jobs did not start on c1 (ConstrainDevices=$constrain)"
+        mc_cancel_all "$ver" || true
+        return 0
+    fi
+    task=$(mc_as "$ver" login "$MC_USER" "srun --jobid=$k -w c1 -N1 -n1 --overlap --quiet env" 2>&1 | grep -E "$MC_GPU_VARS" | grep -v '^SLURM_JOB_GPUS=' | sort | tr '\n' ' ')
+    batch=$(mc_exec "$ver" c1 grep '^SLURM_JOB_GPUS=' "/tmp/mc-batch-env-$k" 2>/dev/null || true)
+    sess=$(mc_as "$ver" login "$MC_USER" "adopt-ssh $k -- env" 2>&1 </dev/null | grep -E "$MC_GPU_VARS" | sort | tr '\n' ' ')
+    mc_record "GPU_vars_in_ssh_(ConstrainDevices=$constrain)" "$m" "$([[ -n $sess ]] && echo "${sess% }" || echo none)"
+    if [[ $m == ours ]]; then
+        echo "       ConstrainDevices=$constrain: task of job $k: ${task:-none}| batch: ${batch:-none} | ssh: ${sess:-none}"
+        mc_check "ConstrainDevices=$constrain: job $k's task sees CUDA_VISIBLE_DEVICES=$([[ $constrain == yes ]] && echo 0 || echo 1) (host GPU 1)" \
+            bash -c "[[ \$1 == *'CUDA_VISIBLE_DEVICES=$([[ $constrain == yes ]] && echo 0 || echo 1) '* ]]" _ "$task"
+        mc_check "ConstrainDevices=$constrain: an ssh into job $k has the task's GPU visibility variables" \
+            _mc_eq "$(tr ' ' '\n' <<<"$sess" | grep -v '^SLURM_JOB_GPUS=' | grep . | tr '\n' ' ')" "$task"
+        mc_check "ConstrainDevices=$constrain: the ssh has the batch script's SLURM_JOB_GPUS ($batch)" \
+            bash -c "[[ -n \$2 && \$1 == *\"\$2 \"* ]]" _ "$sess" "$batch"
+    fi
+    mc_cancel_all "$ver" || mc_fail "$m: the GPU jobs did not end"
+}
 
 # Who is in job J on c1, while login->c1's "sleep 901" runs in it: adoptctl
 # sessions lists that login (from the login node's address) with the sleep

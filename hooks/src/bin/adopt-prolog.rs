@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use adopt_hooks::runner::{self, HookInput, HookLog};
 use clap::Parser;
+use slurm_node::session::device_env;
 
 /// Give the job's user a session environment on this node.
 ///
@@ -86,7 +87,16 @@ fn main() -> ExitCode {
         job.uid,
         config.mode.label()
     );
-    match hooks.prolog(&job) {
+    // The job's GPUs, for logins adopted into it. Not having them costs a
+    // login its GPU variables, never the job: a failure is logged only.
+    let devices = device_env::record_text(|name| std::env::var(name).ok());
+    match hooks
+        .prolog(&job)
+        .map(|done| match hooks.record_devices(&job, &devices) {
+            Ok(recorded) if recorded.is_empty() => done,
+            Ok(recorded) => format!("{done}; {recorded}"),
+            Err(e) => format!("{done}; GPU variables not recorded: {e}"),
+        }) {
         Ok(done) => {
             log.info(&format!(
                 "{head} result=ok action=\"{done}\" usec={}",

@@ -3,6 +3,7 @@
 //! the XDG values exported to logins and tasks, and who is logged into
 //! which job.
 
+pub mod device_env;
 pub mod logins;
 pub mod proc_table;
 pub mod runtime_dir;

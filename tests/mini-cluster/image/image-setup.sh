@@ -60,6 +60,10 @@ fi
 cat >/etc/slurm/slurm.conf <<CONF
 # slurm-adopt mini-cluster (tests/mini-cluster), Slurm $MC_SLURM_VERSION
 ClusterName=adoptmc
+# Two fake GPUs on c1 (gres.conf below; mc-init makes their device nodes):
+# enough for Slurm to hand out, count and constrain, and for the session
+# phase's GPU variables to be compared with what a task sees.
+GresTypes=gpu
 SlurmctldHost=ctl($MC_NET.10)
 SlurmUser=slurm
 SlurmdUser=root
@@ -94,7 +98,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=120
 DefMemPerCPU=100
 $hook_lines
-NodeName=c1 NodeAddr=$MC_NET.11 ${topo}RealMemory=1000 State=UNKNOWN
+NodeName=c1 NodeAddr=$MC_NET.11 ${topo}RealMemory=1000 Gres=gpu:2 State=UNKNOWN
 NodeName=c2 NodeAddr=$MC_NET.12 ${topo}RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=c1,c2 Default=YES MaxTime=INFINITE State=UP
 CONF
@@ -105,8 +109,13 @@ CgroupPlugin=cgroup/v1
 CgroupMountpoint=/sys/fs/cgroup
 ConstrainCores=yes
 ConstrainRAMSpace=yes
+ConstrainDevices=yes
 CONF
-chmod 0644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf
+cat >/etc/slurm/gres.conf <<CONF
+AutoDetect=off
+NodeName=c1 Name=gpu File=/dev/fakegpu[0-1]
+CONF
+chmod 0644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf /etc/slurm/gres.conf
 echo "$hooks" >/etc/slurm-adopt-mc-hooks
 
 # ------------------------------------------------------------ rsyslog
