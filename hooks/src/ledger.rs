@@ -341,6 +341,26 @@ mod tests {
     }
 
     #[test]
+    fn a_devices_record_is_written_whole_and_ends_with_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(dir.path().join("state"));
+        let lock = ledger.lock_user(1001, DEFAULT_LOCK_WAIT).unwrap();
+        lock.mark_started(5).unwrap();
+        lock.record_devices(5, "CUDA_VISIBLE_DEVICES=1\n").unwrap();
+        let path = ledger.user_dir(1001).join("devices/5");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "CUDA_VISIBLE_DEVICES=1\n"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(!ledger.user_dir(1001).join("devices/.5.tmp").exists());
+        lock.mark_ending(5).unwrap();
+        assert!(!path.exists());
+        lock.record_devices(6, "").unwrap();
+        assert!(!ledger.user_dir(1001).join("devices/6").exists());
+    }
+
+    #[test]
     fn a_writable_state_dir_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();

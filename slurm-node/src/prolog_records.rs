@@ -266,6 +266,56 @@ mod tests {
         (dir, user)
     }
 
+    fn devices_dir(user: &Path) -> PathBuf {
+        let d = user.join("devices");
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).expect("chmod");
+        d
+    }
+
+    #[test]
+    fn a_devices_record_is_read_whole_and_bounded() {
+        let (dir, user) = state(2001);
+        assert_eq!(job_devices(dir.path(), 2001, 5).expect("none"), None);
+        let d = devices_dir(&user);
+        fs::write(d.join("5"), b"CUDA_VISIBLE_DEVICES=1\n").expect("write");
+        fs::set_permissions(d.join("5"), fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            job_devices(dir.path(), 2001, 5).expect("read").as_deref(),
+            Some("CUDA_VISIBLE_DEVICES=1\n")
+        );
+        fs::write(d.join("6"), vec![b'x'; 3 * MAX_DEVICES_RECORD]).expect("write");
+        fs::set_permissions(d.join("6"), fs::Permissions::from_mode(0o600)).expect("chmod");
+        let big = job_devices(dir.path(), 2001, 6)
+            .expect("read")
+            .expect("some");
+        assert_eq!(big.len(), MAX_DEVICES_RECORD);
+        assert_eq!(job_devices(dir.path(), 2002, 5).expect("no user"), None);
+    }
+
+    #[test]
+    fn a_devices_record_others_could_write_or_a_link_is_not_read() {
+        let (dir, user) = state(2001);
+        let d = devices_dir(&user);
+        fs::write(d.join("5"), b"CUDA_VISIBLE_DEVICES=1\n").expect("write");
+        fs::set_permissions(d.join("5"), fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(matches!(
+            job_devices(dir.path(), 2001, 5),
+            Err(RecordsError::Unsafe { .. })
+        ));
+        fs::remove_file(d.join("5")).expect("rm");
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, b"CUDA_VISIBLE_DEVICES=1\n").expect("write");
+        std::os::unix::fs::symlink(&elsewhere, d.join("5")).expect("symlink");
+        assert!(job_devices(dir.path(), 2001, 5).is_err());
+        fs::remove_file(d.join("5")).expect("rm");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(matches!(
+            job_devices(dir.path(), 2001, 5),
+            Err(RecordsError::Unsafe { .. })
+        ));
+    }
+
     #[test]
     fn started_and_not_ending_jobs_newest_first() {
         let (dir, user) = state(2001);
