@@ -107,7 +107,8 @@ so=/usr/lib/$multiarch/security/pam_adopt.so
 check "installed $so" test -f "$so"
 check "installed /usr/sbin/adoptctl" test -x /usr/sbin/adoptctl
 check "installed /usr/bin/adopt-ssh runs --help" /usr/bin/adopt-ssh --help
-check "man page adopt-ssh(1) installed and documents --config" bash -c 'zcat /usr/share/man/man1/adopt-ssh.1.gz | grep -q -- "--config"'
+# help2man writes option dashes as roff's \- : look for the roff text.
+check "man page adopt-ssh(1) installed and documents --config" bash -c 'zcat /usr/share/man/man1/adopt-ssh.1.gz | grep -qF -- "\-\-config"'
 for h in adopt-prolog adopt-epilog adopt-taskprolog; do
     check "installed /usr/libexec/slurm-adopt/$h runs --help" /usr/libexec/slurm-adopt/"$h" --help
 done
