@@ -94,11 +94,14 @@ pub fn relay(target: &str) -> Result<(), RelayError> {
     let mut to_sshd = stream.try_clone().map_err(copy_err)?;
     // ssh to sshd: when ssh closes its end, sshd is told so by a
     // half-close and finishes the session; the other direction ends it.
-    let upstream = thread::spawn(move || -> io::Result<()> {
-        let copied = pump(&mut io::stdin().lock(), &mut to_sshd);
-        let _ = to_sshd.shutdown(Shutdown::Write);
-        copied
-    });
+    let upstream = thread::Builder::new()
+        .name("ssh-to-sshd".to_owned())
+        .spawn(move || -> io::Result<()> {
+            let copied = pump(&mut io::stdin().lock(), &mut to_sshd);
+            let _ = to_sshd.shutdown(Shutdown::Write);
+            copied
+        })
+        .map_err(copy_err)?;
     let mut from_sshd = stream;
     pump(&mut from_sshd, &mut io::stdout().lock()).map_err(copy_err)?;
     // sshd has closed: the session is over, whatever stdin still holds.

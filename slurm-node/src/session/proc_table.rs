@@ -159,7 +159,10 @@ pub fn snapshot(proc_root: &Path) -> Result<Vec<Process>, ProcError> {
 
 fn read_process(dir: &Path, pid: i32) -> Option<Process> {
     let uid = std::fs::metadata(dir).ok()?.uid();
-    let stat = parse_stat(&read_bounded(&dir.join("stat"), MAX_FILE_BYTES).ok()?)?;
+    let mut stat = parse_stat(&read_bounded(&dir.join("stat"), MAX_FILE_BYTES).ok()?)?;
+    // comm is the process's to set (prctl PR_SET_NAME): it may hold a
+    // newline or an escape sequence, and must not forge a report line.
+    stat.comm = command_line(stat.comm.as_bytes());
     let raw = read_bytes_bounded(&dir.join("cmdline"), MAX_FILE_BYTES).unwrap_or_default();
     let mut command = command_line(&raw);
     if command.is_empty() {
@@ -221,6 +224,7 @@ mod tests {
     #[test]
     fn command_lines_join_arguments_and_hide_control_characters() {
         assert_eq!(command_line(b"sleep\x00901\x00"), "sleep 901");
+        assert_eq!(command_line(b"x\njob 1  user root"), "x?job 1  user root");
         assert_eq!(command_line(b"evil\nline\x00x\x1b[2J"), "evil?line x?[2J");
         assert_eq!(command_line(b""), "");
     }
