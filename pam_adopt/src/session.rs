@@ -1,7 +1,8 @@
 //! The session phase: give an adopted login the job's session environment
 //! (XDG_RUNTIME_DIR and the XDG_SESSION_* values the TaskProlog gives the
-//! job's tasks, and the job's GPU visibility variables), and with `adopt_in=session` adopt the process again, after
-//! pam_systemd has moved it.
+//! job's tasks, and the job's GPU visibility variables), and with
+//! `adopt_in=session` adopt the process again, after pam_systemd has moved
+//! it.
 //!
 //! When an adopted session closes, one line says so, with the job and how
 //! long the login lasted.
@@ -62,12 +63,8 @@ fn log_session_closed(pam: &Pam<'_>, opts: &Options, uid: u32) {
         return;
     }
     let proc_root = Path::new("/proc");
-    let job = fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|text| CgroupFs::job_of_pid_cgroup(&text))
-        .filter(|(_, step)| step == logins::EXTERN_STEP_DIR)
-        .map(|(job, _)| job);
-    let Some(job) = job else {
+    let Some(job) = adopted_job(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default())
+    else {
         return;
     };
     let duration = proc_table::age_ms(proc_root, "self").map_or_else(
@@ -82,6 +79,19 @@ fn log_session_closed(pam: &Pam<'_>, opts: &Options, uid: u32) {
         std::process::id(),
     );
     pam.syslog(Priority::Info, &line);
+}
+
+/// The job whose extern step this process is in, from the text of
+/// `/proc/self/cgroup`: the job it was adopted into. Only Slurm's own
+/// cgroup roots count (see [`CgroupFs::in_slurm_job`]), not a look-alike
+/// in a user's delegated subtree.
+fn adopted_job(cgroup_text: &str) -> Option<u32> {
+    if !CgroupFs::in_slurm_job(cgroup_text) {
+        return None;
+    }
+    CgroupFs::job_of_pid_cgroup(cgroup_text)
+        .filter(|(_, step)| step == logins::EXTERN_STEP_DIR)
+        .map(|(job, _)| job)
 }
 
 /// The user's uid when the module applies to this login: an allowed
@@ -104,9 +114,7 @@ fn applies(pam: &Pam<'_>, opts: &Options) -> Option<u32> {
 fn export_session_env(pam: &mut Pam<'_>, opts: &Options, uid: u32) -> i32 {
     let cgroup_text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let in_job = CgroupFs::in_slurm_job(&cgroup_text);
-    if let Some((job, _)) = CgroupFs::job_of_pid_cgroup(&cgroup_text)
-        .filter(|(_, step)| in_job && step == logins::EXTERN_STEP_DIR)
-    {
+    if let Some(job) = adopted_job(&cgroup_text) {
         export_devices(pam, opts, uid, job);
     }
     let runtime_dir = RuntimeDirs::new(&opts.runtime_dir, None).usable(uid);
