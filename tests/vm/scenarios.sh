@@ -160,9 +160,10 @@ vm_journal_since() { vm_root "$1" "journalctl -q --no-pager -o cat --after-curso
 # "decision job reason callerid usec" ("" when there is none).
 vm_decision() { # VER MARK [USER] [PHASE]
     local ver=$1 mark=$2 u=${3:-$VM_USER} phase=${4:-account} line=""
-    # journald stores the line a moment after sshd sends it.
+    # journald stores the line a moment after sshd sends it. Only decision
+    # lines count: the session phase also logs event=session_closed.
     for _ in 1 2 3 4 5 6 7 8 9 10; do
-        line=$(vm_journal_since "$ver" "$mark" | grep -E "pam_adopt\(sshd:$phase\): user=$u " | tail -n1)
+        line=$(vm_journal_since "$ver" "$mark" | grep -E "pam_adopt\(sshd:$phase\): user=$u .* decision=" | tail -n1)
         [[ -n $line ]] && break
         sleep 0.3
     done
