@@ -62,8 +62,11 @@ pub fn parse_id(given: &str) -> Result<u32, JobError> {
 
 /// The squeue columns read: job id, user name, uid, state, node list and
 /// batch host, `|`-separated. None of them is a value the job's owner
-/// chooses (a job name or comment could hold any text).
-const SQUEUE_FORMAT: &str = "%i|%u|%U|%T|%N|%B";
+/// chooses (a job name or comment could hold any text). `%A` is the job's
+/// own id, unique for each task of an array (where `%i` shows `17_3`) and
+/// each component of a heterogeneous job (where `%i` shows `17+1`): the
+/// id srun --jobid and pam_adopt's callerid use.
+const SQUEUE_FORMAT: &str = "%A|%u|%U|%T|%N|%B";
 
 /// Ask squeue about `job` (any state, so that an ended job still known
 /// to slurmctld reads as not running rather than as missing).
@@ -88,8 +91,9 @@ pub fn look_up(job: u32) -> Result<JobInfo, JobError> {
     parse_squeue(job, &stdout)
 }
 
-/// Parse the [`SQUEUE_FORMAT`] line of `job` (a heterogeneous job has one
-/// line per component, `17+0` first; an array task reads `17_3`).
+/// Parse the [`SQUEUE_FORMAT`] line of `job`. `--jobs=17` also lists the
+/// other tasks of array 17 and the other components of heterogeneous job
+/// 17, under their own ids: only the line whose id is `job` counts.
 pub fn parse_squeue(job: u32, text: &str) -> Result<JobInfo, JobError> {
     let id = job.to_string();
     let row = text.lines().find_map(|line| {
@@ -97,13 +101,7 @@ pub fn parse_squeue(job: u32, text: &str) -> Result<JobInfo, JobError> {
         let [shown, owner, uid, state, node_list, batch_host] = fields.as_slice() else {
             return None;
         };
-        (shown.split(['+', '_']).next() == Some(id.as_str())).then_some((
-            *owner,
-            *uid,
-            *state,
-            *node_list,
-            *batch_host,
-        ))
+        (*shown == id).then_some((*owner, *uid, *state, *node_list, *batch_host))
     });
     let (owner, uid, state, node_list, batch_host) = row.ok_or(JobError::NoSuchJob { job })?;
     let node_list = node_list.to_owned();
@@ -183,12 +181,23 @@ mod tests {
         assert_eq!(info.nodes, vec!["c1", "c2"]);
         assert_eq!(info.target(2001, None).unwrap(), "c1");
         assert_eq!(info.target(2001, Some("c2")).unwrap(), "c2");
-        let het = parse_squeue(
-            17,
-            "17+0|alice|2001|RUNNING|c2|c2\n17+1|alice|2001|RUNNING|c1|c2\n",
-        )
-        .unwrap();
-        assert_eq!(het.target(2001, None).unwrap(), "c2");
+        // Heterogeneous job 17: component 1 is job 18.
+        let het = "17|alice|2001|RUNNING|c2|c2\n18|alice|2001|RUNNING|c1|c2\n";
+        assert_eq!(parse_squeue(17, het).unwrap().nodes, vec!["c2"]);
+        assert_eq!(parse_squeue(18, het).unwrap().nodes, vec!["c1"]);
+    }
+
+    #[test]
+    fn an_array_task_is_its_own_job() {
+        // Array 20 (20_[1-3]): tasks 1 and 2 are jobs 21 and 22 on c1 and
+        // c2, task 3 kept the array's id; squeue --jobs=20 lists all three.
+        let array = "21|alice|2001|RUNNING|c1|c1\n22|alice|2001|RUNNING|c2|c2\n20|alice|2001|PENDING||n/a\n";
+        assert_eq!(parse_squeue(22, array).unwrap().nodes, vec!["c2"]);
+        let base = parse_squeue(20, array).unwrap();
+        assert!(matches!(
+            base.target(2001, None),
+            Err(JobError::NotRunning { .. })
+        ));
     }
 
     #[test]

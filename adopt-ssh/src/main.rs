@@ -81,7 +81,12 @@ struct Cli {
     proxy: bool,
     /// Relay mode, run by srun inside the job: connect stdin and stdout
     /// to sshd at ADDR (e.g. localhost:22).
-    #[arg(long, hide = true, value_name = "ADDR")]
+    #[arg(
+        long,
+        hide = true,
+        value_name = "ADDR",
+        conflicts_with_all = ["proxy", "config", "node", "command"]
+    )]
     relay: Option<String>,
     /// The command to run instead of a login shell (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
@@ -123,8 +128,8 @@ fn main() -> ExitCode {
     let mut ssh = Command::new("ssh");
     ssh.arg("-o").arg(format!(
         "ProxyCommand={} --proxy --node {} --port {} {job}",
-        shell_word(&me),
-        shell_word(&node),
+        proxy_word(&me),
+        proxy_word(&node),
         cli.port
     ));
     for o in &cli.ssh_options {
@@ -145,9 +150,18 @@ fn fail(message: &str) -> ExitCode {
 /// The ~/.ssh/config block for `job` on `node`. HostKeyAlias keeps the
 /// node's own known_hosts entry in use, so the job alias asks nothing new.
 fn host_block(job: u32, node: &str, port: u16, via: Option<&str>) -> String {
-    let proxy = format!("adopt-ssh --proxy --node {node} --port {port} {job}");
+    let proxy = format!(
+        "adopt-ssh --proxy --node {} --port {port} {job}",
+        proxy_word(node)
+    );
     let proxy = match via {
-        Some(login) => format!("ssh -T {login} {proxy}"),
+        // The remote command is one word for the login node's shell, so
+        // the node name inside it is quoted once more for that shell.
+        Some(login) => format!(
+            "ssh -T -- {} {}",
+            proxy_word(login),
+            proxy_word(&proxy.replace("%%", "%"))
+        ),
         None => proxy,
     };
     format!(
@@ -156,7 +170,14 @@ fn host_block(job: u32, node: &str, port: u16, via: Option<&str>) -> String {
     )
 }
 
-/// `word` quoted for the shell that ssh runs a ProxyCommand with.
+/// `word` as one word of a ProxyCommand: quoted for the shell ssh runs it
+/// with, and with `%` doubled, since ssh expands `%h`, `%p` and the like
+/// in a ProxyCommand before the shell sees it.
+fn proxy_word(word: &str) -> String {
+    shell_word(word).replace('%', "%%")
+}
+
+/// `word` quoted for a POSIX shell.
 fn shell_word(word: &str) -> String {
     if !word.is_empty()
         && word
@@ -186,8 +207,41 @@ mod tests {
         assert!(b.contains("ProxyCommand adopt-ssh --proxy --node c2 --port 22 17\n"));
         let b = host_block(17, "c2", 2222, Some("login1"));
         assert!(
-            b.contains("ProxyCommand ssh -T login1 adopt-ssh --proxy --node c2 --port 2222 17\n")
+            b.contains(
+                "ProxyCommand ssh -T -- login1 'adopt-ssh --proxy --node c2 --port 2222 17'\n"
+            ),
+            "{b}"
         );
+    }
+
+    #[test]
+    fn names_from_outside_cannot_add_words_or_ssh_tokens() {
+        let b = host_block(17, "c2;id", 22, Some("login%h"));
+        assert!(
+            b.contains("ProxyCommand ssh -T -- 'login%%h' 'adopt-ssh --proxy --node '\\''c2;id'\\'' --port 22 17'\n"),
+            "{b}"
+        );
+        assert_eq!(proxy_word("/home/a%p/adopt-ssh"), "'/home/a%%p/adopt-ssh'");
+    }
+
+    #[test]
+    fn the_relay_takes_no_login_options() {
+        for args in [
+            &["adopt-ssh", "--relay", "localhost:22", "--config", "17"][..],
+            &[
+                "adopt-ssh",
+                "--relay",
+                "localhost:22",
+                "--proxy",
+                "--node",
+                "c1",
+                "17",
+            ],
+            &["adopt-ssh", "--relay", "localhost:22", "17", "--", "id"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["adopt-ssh", "--relay", "localhost:22", "17"]).is_ok());
     }
 
     #[test]

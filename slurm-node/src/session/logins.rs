@@ -4,10 +4,14 @@
 //! An adopted login is the process pam_adopt moved into the extern step
 //! (sshd's per-connection process, or whatever process ran the PAM stack
 //! of another service), with everything it started. In the table it is a
-//! process in the extern step whose parent is outside it. The extern
-//! stepd's own children (its placeholder sleep) are the step's, not a
-//! login's; a process whose login is gone (reparented to init or to a
-//! subreaper) is kept apart as "not under a login".
+//! root-owned process in the extern step whose parent is outside it: the
+//! PAM stack runs as root, and the user's own processes cannot become
+//! root or choose their parent. The extern stepd's own children (its
+//! placeholder sleep) are the step's, not a login's; a process whose login
+//! is gone (reparented to init or to a subreaper), with everything under
+//! it, is kept apart as "not under a login".
+
+use std::collections::HashMap;
 
 use super::proc_table::Process;
 
@@ -27,13 +31,14 @@ pub struct Login {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JobLogins {
     pub logins: Vec<Login>,
-    /// Processes in the step under neither a login nor the stepd.
+    /// Processes in the step under neither a login nor the stepd: each
+    /// left-behind process followed by its descendants.
     pub unattached: Vec<Process>,
 }
 
 /// The logins in `job`'s extern step. `stepd_pid` is the step's
-/// slurmstepd when known; without it, any process named `slurmstepd` in
-/// the step counts as the stepd.
+/// slurmstepd when known; without it, a root process named `slurmstepd`
+/// in the step counts as the stepd.
 pub fn job_logins(table: &[Process], job: u32, stepd_pid: Option<i32>) -> JobLogins {
     let in_step: Vec<&Process> = table
         .iter()
@@ -45,7 +50,7 @@ pub fn job_logins(table: &[Process], job: u32, stepd_pid: Option<i32>) -> JobLog
         .collect();
     let is_stepd = |p: &Process| match stepd_pid {
         Some(pid) => p.pid == pid,
-        None => p.comm == "slurmstepd",
+        None => p.comm == "slurmstepd" && p.uid == 0,
     };
     let stepds: Vec<i32> = in_step
         .iter()
@@ -53,57 +58,65 @@ pub fn job_logins(table: &[Process], job: u32, stepd_pid: Option<i32>) -> JobLog
         .map(|p| p.pid)
         .chain(stepd_pid)
         .collect();
+    let mut children: HashMap<i32, Vec<&Process>> = HashMap::new();
+    for p in &in_step {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|p| p.pid);
+    }
     let member = |pid: i32| in_step.iter().any(|p| p.pid == pid);
+    // Where pid 1 is sshd itself (a container), a login's parent is pid 1;
+    // anywhere else a process under pid 1 was reparented there.
+    let init_is_sshd = table
+        .iter()
+        .any(|p| p.pid == 1 && is_sshd_name(&p.comm) && p.uid == 0);
 
     let mut result = JobLogins::default();
     for p in &in_step {
         if stepds.contains(&p.pid) || member(p.ppid) || stepds.contains(&p.ppid) {
             continue;
         }
-        // A root whose parent is outside the step: sshd's listener (or
-        // another service's daemon) forked it, so it is a login; anything
-        // else was left behind by one that is gone.
-        if p.ppid <= 1 || !looks_like_login(p) {
+        let orphaned = p.ppid <= 0 || (p.ppid == 1 && !init_is_sshd);
+        if orphaned || p.uid != 0 {
             result.unattached.push((*p).clone());
+            result.unattached.extend(descendants(&children, p.pid));
             continue;
         }
         result.logins.push(Login {
             leader: (*p).clone(),
-            processes: descendants(&in_step, p.pid),
+            processes: descendants(&children, p.pid),
         });
     }
     result
 }
 
-/// Whether a process at the top of a step subtree is one a PAM stack
-/// ran in: sshd's per-connection process (`sshd` before OpenSSH 9.8,
-/// `sshd-session` after), or a process still owned by root whose parent
-/// is a daemon outside the job (another PAM service). A user's process
-/// reparented out of its login is neither.
-fn looks_like_login(p: &Process) -> bool {
-    p.comm == "sshd" || p.comm == "sshd-session" || p.uid == 0
+/// sshd's per-connection process: `sshd` before OpenSSH 9.8,
+/// `sshd-session` from it on.
+fn is_sshd_name(comm: &str) -> bool {
+    comm == "sshd" || comm == "sshd-session"
 }
 
-/// The processes under `root` in the step, depth first: parents before
-/// children, siblings by pid.
-fn descendants(step: &[&Process], root: i32) -> Vec<Process> {
+/// The processes under `root`, depth first: parents before children,
+/// siblings by pid. Iterative, with each pid taken once, so neither a deep
+/// tree nor a doctored table with a cycle can exhaust the stack or loop.
+fn descendants(children: &HashMap<i32, Vec<&Process>>, root: i32) -> Vec<Process> {
     let mut ordered = Vec::new();
-    order(step, root, &mut ordered);
-    ordered
-}
-
-fn order(step: &[&Process], parent: i32, out: &mut Vec<Process>) {
-    let mut children: Vec<&&Process> = step.iter().filter(|p| p.ppid == parent).collect();
-    children.sort_by_key(|p| p.pid);
-    for c in children {
-        // A pid cycle cannot happen in a real table; the depth bound keeps
-        // a doctored one from looping.
-        if out.len() > step.len() {
-            return;
+    let mut seen = std::collections::HashSet::from([root]);
+    let mut stack: Vec<&Process> = children
+        .get(&root)
+        .map(|c| c.iter().rev().copied().collect())
+        .unwrap_or_default();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p.pid) {
+            continue;
         }
-        out.push((*c).clone());
-        order(step, c.pid, out);
+        ordered.push(p.clone());
+        if let Some(c) = children.get(&p.pid) {
+            stack.extend(c.iter().rev().copied());
+        }
     }
+    ordered
 }
 
 #[cfg(test)]
@@ -162,6 +175,65 @@ mod tests {
         assert_eq!(got.logins.len(), 1);
         assert_eq!(got.logins[0].leader.pid, 400);
         assert!(job_logins(&table(), 9, None).logins.is_empty());
+    }
+
+    #[test]
+    fn a_left_behind_process_is_listed_with_its_children() {
+        let mut t = table();
+        t.push(p(301, 300, 2001, "worker", Some(7)));
+        t.push(p(302, 301, 2001, "worker", Some(7)));
+        let got = job_logins(&t, 7, Some(100));
+        let orphans: Vec<i32> = got.unattached.iter().map(|p| p.pid).collect();
+        assert_eq!(orphans, vec![300, 301, 302]);
+    }
+
+    #[test]
+    fn a_user_process_named_like_the_stepd_or_sshd_is_neither() {
+        let mut t = table();
+        // Renamed with prctl(PR_SET_NAME): the comm is the user's to set.
+        t.push(p(700, 1, 2001, "slurmstepd", Some(7)));
+        t.push(p(701, 700, 2001, "sleep", Some(7)));
+        t.push(p(702, 50, 2001, "sshd", Some(7)));
+        let got = job_logins(&t, 7, None);
+        assert!(got.logins.iter().all(|l| l.leader.uid == 0));
+        let orphans: Vec<i32> = got.unattached.iter().map(|p| p.pid).collect();
+        assert!(
+            orphans.contains(&700) && orphans.contains(&701) && orphans.contains(&702),
+            "{orphans:?}"
+        );
+    }
+
+    #[test]
+    fn where_sshd_is_pid_1_its_children_are_logins() {
+        let t = vec![
+            p(1, 0, 0, "sshd", None),
+            p(100, 1, 0, "slurmstepd", Some(7)),
+            p(200, 1, 0, "sshd-session", Some(7)),
+            p(201, 200, 2001, "sshd-session", Some(7)),
+            p(300, 1, 2001, "nohup-job", Some(7)),
+        ];
+        let got = job_logins(&t, 7, Some(100));
+        assert_eq!(got.logins.len(), 1);
+        assert_eq!(got.logins[0].leader.pid, 200);
+        assert_eq!(got.unattached.len(), 1);
+        assert_eq!(got.unattached[0].pid, 300);
+    }
+
+    #[test]
+    fn a_deep_or_cyclic_table_is_walked_without_recursion() {
+        let mut t = vec![p(50, 1, 0, "sshd", None), p(200, 50, 0, "sshd", Some(7))];
+        for pid in 201..20_201 {
+            t.push(p(pid, pid - 1, 2001, "bash", Some(7)));
+        }
+        let got = job_logins(&t, 7, None);
+        assert_eq!(got.logins[0].processes.len(), 20_000);
+        // 900 and 901 are each other's parent: in no login, and walked once.
+        let cyc = vec![
+            p(900, 901, 2001, "a", Some(7)),
+            p(901, 900, 2001, "b", Some(7)),
+        ];
+        let got = job_logins(&cyc, 7, None);
+        assert!(got.logins.is_empty());
     }
 
     #[test]

@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::CgroupFs;
@@ -30,7 +29,9 @@ pub enum ProcError {
 pub struct Process {
     pub pid: i32,
     pub ppid: i32,
-    /// The owner of `/proc/<pid>`: the process's effective uid.
+    /// The real uid (`Uid:` in `/proc/<pid>/status`). Not the owner of
+    /// `/proc/<pid>`, which is root for any process that is not dumpable
+    /// (one that changed its uids, as sshd's session processes do).
     pub uid: u32,
     /// `comm`: the executable's name, at most 15 bytes.
     pub comm: String,
@@ -157,8 +158,19 @@ pub fn snapshot(proc_root: &Path) -> Result<Vec<Process>, ProcError> {
     Ok(table)
 }
 
+/// The real uid in the text of `/proc/<pid>/status` (the first of the
+/// four numbers on its `Uid:` line).
+pub fn parse_status_uid(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn read_process(dir: &Path, pid: i32) -> Option<Process> {
-    let uid = std::fs::metadata(dir).ok()?.uid();
+    let uid = parse_status_uid(&read_bounded(&dir.join("status"), MAX_FILE_BYTES).ok()?)?;
     let mut stat = parse_stat(&read_bounded(&dir.join("stat"), MAX_FILE_BYTES).ok()?)?;
     // comm is the process's to set (prctl PR_SET_NAME): it may hold a
     // newline or an escape sequence, and must not forge a report line.
@@ -216,6 +228,14 @@ mod tests {
     }
 
     #[test]
+    fn the_uid_is_the_real_one_from_status() {
+        let text = "Name:\tsshd-session\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t2001\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
+        assert_eq!(parse_status_uid(text), Some(2001));
+        assert_eq!(parse_status_uid("Name:\tx\n"), None);
+        assert_eq!(parse_status_uid("Uid:\tnobody\n"), None);
+    }
+
+    #[test]
     fn a_short_stat_is_no_stat() {
         assert_eq!(parse_stat("1 (init) S 0 1"), None);
         assert_eq!(parse_stat("garbage"), None);
@@ -235,7 +255,7 @@ mod tests {
         let me = i32::try_from(std::process::id()).unwrap();
         let row = table.iter().find(|p| p.pid == me).unwrap();
         assert_eq!(row.ppid, nix::unistd::getppid().as_raw());
-        assert_eq!(row.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(row.uid, nix::unistd::getuid().as_raw());
         assert!(age_ms(Path::new("/proc"), "self").unwrap() < 3_600_000);
         assert!(boot_time(Path::new("/proc")).unwrap() > 1_000_000_000);
     }
