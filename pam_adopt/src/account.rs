@@ -8,7 +8,7 @@ use std::time::Instant;
 use adopt_login::decide::{self, Login};
 use adopt_login::live::LiveNode;
 use adopt_login::options::{LogLevel, Options};
-use adopt_login::outcome::{self, Outcome, PamCode};
+use adopt_login::outcome::{self, Decision, Outcome, PamCode};
 
 use crate::pam::{
     PAM_BAD_ITEM, PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS, Pam, Priority,
@@ -72,6 +72,17 @@ fn carry_out(pam: &mut Pam<'_>, log: &Logger, outcome: &Outcome, started: Instan
     }
     for line in &outcome.log {
         log.line(pam, priority(line.priority), &line.text);
+    }
+    // For the session phase: the close line must name the job even when
+    // pam_systemd has since moved the process out of its cgroup.
+    if let (Decision::Adopt, Some(job)) = (outcome.decision, outcome.job) {
+        if let Err(rc) = pam.set_adopted_job(job) {
+            log.line(
+                pam,
+                Priority::Warning,
+                &format!("pam_set_data failed: rc {rc}; the session's close line may be missing"),
+            );
+        }
     }
     let rhost = pam.rhost().unwrap_or_default();
     let line = outcome.decision_line(&rhost, std::process::id(), started.elapsed().as_micros());

@@ -46,6 +46,17 @@ unsafe extern "C" {
     fn pam_get_item(pamh: *const PamHandleT, item_type: c_int, item: *mut *const c_void) -> c_int;
     fn pam_putenv(pamh: *mut PamHandleT, name_value: *const c_char) -> c_int;
     fn pam_syslog(pamh: *const PamHandleT, priority: c_int, fmt: *const c_char, ...);
+    fn pam_set_data(
+        pamh: *mut PamHandleT,
+        module_data_name: *const c_char,
+        data: *mut c_void,
+        cleanup: Option<unsafe extern "C" fn(*mut PamHandleT, *mut c_void, c_int)>,
+    ) -> c_int;
+    fn pam_get_data(
+        pamh: *const PamHandleT,
+        module_data_name: *const c_char,
+        data: *mut *const c_void,
+    ) -> c_int;
     fn pam_prompt(
         pamh: *mut PamHandleT,
         style: c_int,
@@ -56,6 +67,10 @@ unsafe extern "C" {
 }
 
 const FMT_S: &CStr = c"%s";
+
+/// The module's one item of PAM data: the job the account phase adopted
+/// this login into, for the session phase of the same handle.
+const ADOPTED_JOB_KEY: &CStr = c"pam_adopt.adopted_job";
 
 /// A borrowed PAM handle, valid for one `pam_sm_*` call.
 ///
@@ -139,6 +154,34 @@ impl Pam<'_> {
                 text.as_ptr(),
             )
         };
+    }
+
+    /// Remember, on this PAM handle, that the login was adopted into `job`.
+    /// The job id is the data pointer's address, not memory it points to:
+    /// nothing is allocated, so no cleanup function of this module's has to
+    /// outlive it (libpam may unload the module before the handle ends).
+    pub fn set_adopted_job(&mut self, job: u32) -> Result<(), c_int> {
+        let Ok(address) = usize::try_from(job) else {
+            return Err(PAM_BAD_ITEM);
+        };
+        let data = ptr::without_provenance_mut::<c_void>(address);
+        // SAFETY: live handle; the key is a NUL-terminated literal libpam
+        // copies; `data` is never dereferenced, by us or by libpam, and
+        // with no cleanup function libpam only stores it.
+        let rc = unsafe { pam_set_data(self.handle, ADOPTED_JOB_KEY.as_ptr(), data, None) };
+        if rc == PAM_SUCCESS { Ok(()) } else { Err(rc) }
+    }
+
+    /// The job [`Pam::set_adopted_job`] recorded on this handle, if any.
+    pub fn adopted_job(&self) -> Option<u32> {
+        let mut data: *const c_void = ptr::null();
+        // SAFETY: live handle, literal key, valid out-pointer; only the
+        // pointer's address is read.
+        let rc = unsafe { pam_get_data(self.handle, ADOPTED_JOB_KEY.as_ptr(), &mut data) };
+        if rc != PAM_SUCCESS {
+            return None;
+        }
+        u32::try_from(data.addr()).ok().filter(|&job| job != 0)
     }
 
     /// Show an error message to the user through the application's

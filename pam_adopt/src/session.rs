@@ -53,26 +53,30 @@ pub fn close_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
 }
 
 /// The one line for an adopted session's end:
-/// `user=U uid=N service=S rhost=H pid=P event=session_closed job=J duration_ms=D`.
+/// `user=U uid=N service=S rhost=H pid=P event=session_closed job=J in_job=yes|no duration_ms=D`.
 /// The process that closes the session is the one the account phase
-/// adopted (sshd's per-connection process), so its cgroup names the job
-/// and its age is the login's duration, from the accepted connection.
-/// A process in no job's extern step was not adopted: no line.
+/// adopted (sshd's per-connection process), so its age is the login's
+/// duration, from the accepted connection. The job is the one the account
+/// phase recorded on this PAM handle, else the one the process's cgroup
+/// names; `in_job=no` says the process is no longer in that job's extern
+/// step (pam_systemd moved it, and `adopt_in=session` did not bring it
+/// back). A login adopted by neither: no line.
 fn log_session_closed(pam: &Pam<'_>, opts: &Options, uid: u32) {
     if opts.log_level < LogLevel::INFO {
         return;
     }
     let proc_root = Path::new("/proc");
-    let Some(job) = adopted_job(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default())
-    else {
+    let in_cgroup = adopted_job(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    let Some(job) = pam.adopted_job().or(in_cgroup) else {
         return;
     };
+    let in_job = if in_cgroup == Some(job) { "yes" } else { "no" };
     let duration = proc_table::age_ms(proc_root, "self").map_or_else(
         |e| format!("- duration_error={}", field(&e.to_string())),
         |ms| ms.to_string(),
     );
     let line = format!(
-        "user={} uid={uid} service={} rhost={} pid={} event=session_closed job={job} duration_ms={duration}",
+        "user={} uid={uid} service={} rhost={} pid={} event=session_closed job={job} in_job={in_job} duration_ms={duration}",
         field(&pam.user().ok().flatten().unwrap_or_default()),
         field(&pam.service().ok().flatten().unwrap_or_default()),
         field(&pam.rhost().unwrap_or_default()),

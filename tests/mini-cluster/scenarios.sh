@@ -526,8 +526,8 @@ mc_who_is_in() { # VER JOB
         sleep 0.2
     done
     echo "       c1's close line: ${closed:-none}"
-    mc_check "an adopted 'ssh c1 sleep 2' logs event=session_closed job=$j with duration_ms >= 2000" \
-        bash -c "[[ \$1 =~ \ job=$j\ duration_ms=([0-9]+) ]] && ((BASH_REMATCH[1] >= 2000))" _ "$closed"
+    mc_check "an adopted 'ssh c1 sleep 2' logs event=session_closed job=$j in_job=yes with duration_ms >= 2000" \
+        bash -c "[[ \$1 =~ \ job=$j\ in_job=yes\ duration_ms=([0-9]+) ]] && ((BASH_REMATCH[1] >= 2000))" _ "$closed"
 }
 
 # _mc_doctor_clean RC OUTPUT: doctor exited 0 with no warning or failure;

@@ -965,12 +965,26 @@ fn session_phase_returns_success_for_users_and_ignore_where_it_does_not_apply() 
     };
     // The module alone decides: SUCCESS for a user it applies to.
     write("sshd", stack("sshd"));
-    let p = node.run_probe("sshd", USER, "session", &[]);
+    let p = node.run_probe("sshd", USER, "session", &[LOG_TO_STDERR]);
     assert_eq!(p.rc(), PAM_SUCCESS, "{}", p.stdout);
     assert!(
         p.stdout.contains("open_session=0 close_session=0"),
         "{}",
         p.stdout
+    );
+    // The shim's stepd took the probe in, but the probe's own cgroup is no
+    // job's: the close line names job 21 from what the account phase kept
+    // on the handle, and says the process is not in it.
+    let closed: Vec<&str> = p
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" event=session_closed "))
+        .collect();
+    assert_eq!(closed.len(), 1, "{}", p.stderr);
+    assert!(
+        closed[0].contains(" job=21 in_job=no duration_ms="),
+        "{}",
+        closed[0]
     );
 
     // Not its service: PAM_IGNORE, so a following pam_permit decides.

@@ -441,6 +441,24 @@ vm_scenarios() {
         vm_check "$label: pam_systemd kept: logind opened a session for the login" \
             bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm \"journalctl -q -o cat --after-cursor='$mark'\" | grep -Eq 'New session [0-9a-z]+ of user $VM_USER'"
         vm_check "$label: pam_systemd kept: the session phase adopted into job $j" _vm_eq "$(cut -d' ' -f1,2 <<<"$d")" "adopt $j"
+        # The same without adopt_in=session: logind takes the login out of
+        # the job, and its close line still names the job the account
+        # phase chose (kept on the PAM handle), with in_job=no.
+        vm_root "$ver" "vm-pam $m --systemd-without-readopt"
+        mark=$(vm_mark "$ver")
+        got=$(_vm_where "$(vm_login_raw "$ver" --job "$j")" "$j")
+        echo "       pam_systemd kept, adopt_in=account: the login lands in: $got"
+        vm_check "$label: pam_systemd kept without adopt_in=session: logind moved the login out of job $j" \
+            bash -c '[[ $1 == "not in a job ("*session-*.scope")" ]]' _ "$got"
+        local closed=""
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            closed=$(vm_journal_since "$ver" "$mark" | grep -E "pam_adopt\(sshd:session\): user=$VM_USER .* event=session_closed " | tail -n1)
+            [[ -z $closed ]] || break
+            sleep 0.3
+        done
+        echo "       its close line: ${closed:-none}"
+        vm_check "$label: pam_systemd kept without adopt_in=session: the close line names job $j, in_job=no" \
+            bash -c '[[ $1 == *" job=$2 in_job=no duration_ms="* ]]' _ "$closed" "$j"
     fi
     vm_root "$ver" "vm-pam $m"
     vm_cancel_all "$ver" || vm_fail "$label: cleanup after the pam_systemd scenario"
