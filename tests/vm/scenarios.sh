@@ -71,10 +71,11 @@ _vm_wait() { # SECONDS CMD...
     done
 }
 
-vm_submit() { # VER [USER]: an sbatch job (sleep 900) of USER; prints its id
+vm_submit() { # VER [USER [SBATCH-OPTION...]]: an sbatch job (sleep 900) of USER; prints its id
     local ver=$1 u=${2:-$VM_USER}
+    shift $(($# < 2 ? $# : 2))
     # As root through runuser: the user cannot ssh in without a job.
-    vm_root "$ver" "cd /tmp && runuser -u $u -- sbatch --parsable --output=/dev/null --job-name=vm-test -N1 -n1 --wrap 'sleep 900'" | cut -d';' -f1
+    vm_root "$ver" "cd /tmp && runuser -u $u -- sbatch --parsable --output=/dev/null --job-name=vm-test -N1 -n1 $* --wrap 'sleep 900'" | cut -d';' -f1
 }
 _vm_extern_up() { # VER JOB: running, and its extern step's socket is there
     [[ $(vm_root "$1" "squeue -h -j $2 -o %T" 2>/dev/null) == RUNNING ]] &&
@@ -423,6 +424,8 @@ vm_scenarios() {
     _row "after_scancel:_ssh" "$got"
     _chk "$label: after scancel a new ssh is denied again" _vm_eq "$got" "denied (you have no active jobs on this node)"
 
+    vm_job_gpus "$ver" "$m"
+
     # -------------------------------------------------- pam_systemd kept
     # Last, because logind then makes (and later removes) /run/user/UID
     # itself and starts user@UID.service.
@@ -463,6 +466,41 @@ vm_scenarios() {
     vm_root "$ver" "vm-pam $m"
     vm_cancel_all "$ver" || vm_fail "$label: cleanup after the pam_systemd scenario"
     unset -f _chk _row _opt
+}
+
+# The job's GPUs in an ssh session. The node has two fake GPUs
+# (guest/configure.sh: gres.conf File=/dev/fakegpu[0-1], AutoDetect=off;
+# ConstrainDevices=yes): J holds host GPU 0, so K gets host GPU 1, which its
+# tasks see renumbered as 0. An ssh from a task of K must carry the values
+# those tasks see, and no others.
+VM_GPU_VARS='^(CUDA_VISIBLE_DEVICES|ROCR_VISIBLE_DEVICES|ZE_AFFINITY_MASK|GPU_DEVICE_ORDINAL|SLURM_JOB_GPUS)='
+vm_job_gpus() { # VER ours|debian
+    local ver=$1 m=$2 j k task sess
+    if ! j=$(vm_submit "$ver" "$VM_USER" --gres=gpu:1) || ! vm_wait_job "$ver" "$j" ||
+        ! k=$(vm_submit "$ver" "$VM_USER" --gres=gpu:1) || ! vm_wait_job "$ver" "$k"; then
+        vm_fail "$m: the GPU jobs did not start"
+        vm_cancel_all "$ver" || true
+        return 0
+    fi
+    task=$(vm_root "$ver" "cd /tmp && runuser -u $VM_USER -- srun --jobid=$k --overlap -N1 -n1 --quiet env" |
+        grep -E "$VM_GPU_VARS" | sort | tr '\n' ' ')
+    sess=$(vm_root "$ver" "cd /tmp && timeout 60 runuser -u $VM_USER -- srun --jobid=$k --overlap -N1 -n1 --quiet env -u CUDA_VISIBLE_DEVICES -u ROCR_VISIBLE_DEVICES -u ZE_AFFINITY_MASK -u GPU_DEVICE_ORDINAL -u SLURM_JOB_GPUS ssh 127.0.0.1 env </dev/null" 2>&1 |
+        grep -E "$VM_GPU_VARS" | sort | tr '\n' ' ')
+    vm_record "GPU_vars_in_ssh_(ConstrainDevices=yes)" "$m" "$([[ -n $sess ]] && echo "${sess% }" || echo none)"
+    [[ -z ${VM_ROW_HOOK:-} ]] || "$VM_ROW_HOOK" "$ver" "GPU_vars_in_ssh"
+    if [[ $m == ours ]]; then
+        echo "       job $k (host GPU 1): task: ${task:-none}| ssh: ${sess:-none}"
+        vm_check "GPU: job $k's task sees CUDA_VISIBLE_DEVICES=0 (host GPU 1, renumbered under ConstrainDevices)" \
+            bash -c '[[ $1 == *"CUDA_VISIBLE_DEVICES=0 "* ]]' _ "$task"
+        # srun gives a task SLURM_JOB_GPUS only on some versions; the
+        # session has the job's (host indices), as the batch script does.
+        vm_check "GPU: an ssh into job $k has the task's GPU visibility variables" \
+            _vm_eq "$(tr ' ' '\n' <<<"$sess" | grep -v '^SLURM_JOB_GPUS=' | grep . | tr '\n' ' ')" \
+            "$(tr ' ' '\n' <<<"$task" | grep -v '^SLURM_JOB_GPUS=' | grep . | tr '\n' ' ')"
+        vm_check "GPU: the ssh has the job's SLURM_JOB_GPUS=1 (host index)" \
+            bash -c '[[ $1 == *"SLURM_JOB_GPUS=1 "* ]]' _ "$sess"
+    fi
+    vm_cancel_all "$ver" || vm_fail "$m: the GPU jobs did not end"
 }
 
 # Once per version, with our module in the stack: adoptctl check's

@@ -114,7 +114,9 @@ SlurmdTimeout=300
 Prolog=/usr/libexec/slurm-adopt/adopt-prolog
 Epilog=/usr/libexec/slurm-adopt/adopt-epilog
 TaskProlog=/usr/libexec/slurm-adopt/adopt-taskprolog
-NodeName=slurmvm NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=2048 State=UNKNOWN
+# Two fake GPUs (gres.conf below) for the GPU visibility scenario.
+GresTypes=gpu
+NodeName=slurmvm NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=2048 Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=slurmvm Default=YES MaxTime=INFINITE State=UP
 EOF
 # The unified hierarchy with real controllers: cgroup/v2 named, not
@@ -125,7 +127,15 @@ ConstrainCores=yes
 ConstrainRAMSpace=yes
 ConstrainDevices=yes
 EOF
-chmod 0644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf
+# No driver behind them: slurmd only needs each File's device numbers, for
+# the job's device rules. 195 is NVIDIA's major. /dev is a devtmpfs, so
+# systemd-tmpfiles makes the nodes at each boot, before slurmd starts.
+cat >/etc/slurm/gres.conf <<'EOF'
+AutoDetect=off
+NodeName=slurmvm Name=gpu File=/dev/fakegpu[0-1]
+EOF
+printf 'c /dev/fakegpu0 0666 root root - 195:0\nc /dev/fakegpu1 0666 root root - 195:1\n' >/etc/tmpfiles.d/slurm-adopt-fakegpu.conf
+chmod 0644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf /etc/slurm/gres.conf
 systemctl enable munge.service slurmctld.service slurmd.service >/dev/null
 
 # ------------------------------------------------------------ sshd
