@@ -10,6 +10,8 @@
 #   removes it.
 #   linger mode (the marker file: this host has no logind): the same with
 #   /var/lib/systemd/linger/USER.
+#   hostile GPU values in the Prolog's environment: only the allow-listed
+#   names with valid index lists are recorded and reach an ssh session.
 #
 # Needs setup-host.sh to have run and the release build of the hooks and
 # of pam_adopt.
@@ -41,6 +43,7 @@ done
 install -D -m 0644 "$repo/target/release/libpam_adopt.so" "$ours"
 
 restore() {
+    [[ ! -e $hooks_dir/adopt-prolog.real ]] || mv -f "$hooks_dir/adopt-prolog.real" "$hooks_dir/adopt-prolog"
     stop_test_sshd $port || true
     cancel_all_test_jobs || true
     rm -f "$adopt_toml"
@@ -163,5 +166,47 @@ end_job "$job7"
 check "the last Epilog killed the stray" epilog_lists "$job7" 'killed [0-9]+ of [0-9]+ strays:' "$stray"
 check "the stray $stray is gone" wait_until 5 _pid_gone "$stray"
 pkill --ns $$ -u "$user" -f 'sleep 900' 2>/dev/null || true
+
+echo "== hostile GPU values in the Prolog's environment"
+# The Prolog's environment is slurmd's, but the record it leaves must hold
+# only allow-listed names with index lists, whatever that environment
+# says: a wrapper gives the real adopt-prolog values with a newline and a
+# second assignment, shell syntax, a space, and names off the list. Slurm
+# runs the Prolog by path at each job, so swapping the file is enough.
+rm -f "$adopt_toml" /tmp/slurm-adopt-pwned
+mv "$hooks_dir/adopt-prolog" "$hooks_dir/adopt-prolog.real"
+cat >"$hooks_dir/adopt-prolog" <<EOF
+#!/bin/sh
+CUDA_VISIBLE_DEVICES='0
+LD_PRELOAD=/tmp/slurm-adopt-evil.so'
+ROCR_VISIBLE_DEVICES='0;touch /tmp/slurm-adopt-pwned'
+GPU_DEVICE_ORDINAL='1 LD_PRELOAD=x'
+ZE_AFFINITY_MASK='1,2'
+SLURM_JOB_GPUS='1,2'
+SLURM_ADOPT_EVIL='1'
+LD_AUDIT='/tmp/slurm-adopt-evil.so'
+export CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL ZE_AFFINITY_MASK SLURM_JOB_GPUS SLURM_ADOPT_EVIL LD_AUDIT
+exec $hooks_dir/adopt-prolog.real "\$@"
+EOF
+chmod 0755 "$hooks_dir/adopt-prolog"
+job8=$(submit_job "$user")
+wait_job_running "$job8"
+mv -f "$hooks_dir/adopt-prolog.real" "$hooks_dir/adopt-prolog"
+record=/run/slurm-adopt/users/$uid/devices/$job8
+echo "  record $record:"; sed 's/^/  | /' "$record" 2>/dev/null || echo "  | (none)"
+_is() { [[ $1 == "$2" ]] || { echo "expected '$2', got '$1'"; return 1; }; }
+check "the Prolog recorded only the two valid allow-listed values" \
+    _is "$(sort "$record" 2>/dev/null | tr '\n' ' ')" "SLURM_JOB_GPUS=1,2 ZE_AFFINITY_MASK=1,2 "
+# shellcheck disable=SC2016 # expanded by the remote shell
+ssh_out=$(ssh_as "$user" $port 'echo "SLURM_JOB_ID=$SLURM_JOB_ID"; env' </dev/null 2>&1 || true)
+gpu_env=$(grep -E '^(CUDA_VISIBLE_DEVICES|ROCR_VISIBLE_DEVICES|ZE_AFFINITY_MASK|GPU_DEVICE_ORDINAL|SLURM_JOB_GPUS)=' <<<"$ssh_out" | sort | tr '\n' ' ')
+echo "  ssh: GPU variables: ${gpu_env:-none}"
+check "the adopted ssh login is in job $job8" grep -qx "SLURM_JOB_ID=$job8" <<<"$ssh_out"
+check "it has ZE_AFFINITY_MASK renumbered (ConstrainDevices=yes) and the job's SLURM_JOB_GPUS, nothing else of the five" \
+    _is "$gpu_env" "SLURM_JOB_GPUS=1,2 ZE_AFFINITY_MASK=0,1 "
+check "no injected assignment or name reached the session" \
+    bash -c '! grep -E "slurm-adopt-evil|slurm-adopt-pwned|^SLURM_ADOPT_EVIL=|^LD_AUDIT=|^LD_PRELOAD=" <<<"$1"' _ "$ssh_out"
+check "nothing ran the injected shell" test ! -e /tmp/slurm-adopt-pwned
+end_job "$job8"
 
 summary
