@@ -29,6 +29,12 @@ use clap::Parser;
 /// block is for a workstation outside the cluster: its ProxyCommand runs
 /// adopt-ssh on LOGIN over ssh.
 ///
+/// JOB is the job's own id: for an array task, the id squeue shows with
+/// `--format=%A` (not `20_3`); for a heterogeneous job, the component's.
+/// Run from inside another job (an salloc shell, a batch script),
+/// adopt-ssh drops that job's SLURM_* and SRUN_* variables, all but
+/// SLURM_CONF and SLURM_CLUSTERS, before it runs srun.
+///
 /// adopt-ssh must be installed on the compute nodes too (the slurm-adopt
 /// package puts it in /usr/bin): the relay is the same program.
 #[derive(Debug, Parser)]
