@@ -124,6 +124,17 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     if cli.config {
+        for (what, name) in [
+            ("the node", Some(node.as_str())),
+            ("--via", cli.via.as_deref()),
+        ] {
+            if let Some(name) = name.filter(|n| !config_safe(n)) {
+                return fail(&format!(
+                    "{what} '{}' cannot go into an ssh config: a host name there may hold only letters, digits and . _ @ : + - (and not start with -)",
+                    name.escape_debug()
+                ));
+            }
+        }
         print!("{}", host_block(job, &node, cli.port, cli.via.as_deref()));
         return ExitCode::SUCCESS;
     }
@@ -174,6 +185,17 @@ fn host_block(job: u32, node: &str, port: u16, via: Option<&str>) -> String {
         "# job {job} on {node}, written by adopt-ssh; remove it when the job has ended\n\
          Host job-{job}\n    HostName {node}\n    HostKeyAlias {node}\n    ProxyCommand {proxy}\n"
     )
+}
+
+/// Whether `name` can be written into an ssh config as it is: ssh splits
+/// config lines with its own quoting rules (and expands `%` in HostName),
+/// so a Host block holds only plain host names, never quoting.
+fn config_safe(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@:+-".contains(&b))
 }
 
 /// `word` as one word of a ProxyCommand: quoted for the shell ssh runs it
@@ -228,6 +250,24 @@ mod tests {
             "{b}"
         );
         assert_eq!(proxy_word("/home/a%p/adopt-ssh"), "'/home/a%%p/adopt-ssh'");
+    }
+
+    #[test]
+    fn only_plain_host_names_go_into_a_config() {
+        for ok in ["c1", "node-07.hpc.example.org", "alice@login1", "fe80::1"] {
+            assert!(config_safe(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            "a'b",
+            "c1\nHost *",
+            "c%h",
+            "a b",
+            "a\\b",
+        ] {
+            assert!(!config_safe(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -178,13 +178,13 @@ mv "$hooks_dir/adopt-prolog" "$hooks_dir/adopt-prolog.real"
 cat >"$hooks_dir/adopt-prolog" <<EOF
 #!/bin/sh
 CUDA_VISIBLE_DEVICES='0
-LD_PRELOAD=/tmp/slurm-adopt-evil.so'
+LD_PRELOAD=/nonexistent/slurm-adopt-evil.so'
 ROCR_VISIBLE_DEVICES='0;touch /tmp/slurm-adopt-pwned'
 GPU_DEVICE_ORDINAL='1 LD_PRELOAD=x'
 ZE_AFFINITY_MASK='1,2'
 SLURM_JOB_GPUS='1,2'
 SLURM_ADOPT_EVIL='1'
-LD_AUDIT='/tmp/slurm-adopt-evil.so'
+LD_AUDIT='/nonexistent/slurm-adopt-evil.so'
 export CUDA_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES GPU_DEVICE_ORDINAL ZE_AFFINITY_MASK SLURM_JOB_GPUS SLURM_ADOPT_EVIL LD_AUDIT
 exec $hooks_dir/adopt-prolog.real "\$@"
 EOF

@@ -5,13 +5,14 @@
 //! (sshd's per-connection process, or whatever process ran the PAM stack
 //! of another service), with everything it started. In the table it is a
 //! root-owned process in the extern step whose parent is outside it: the
-//! PAM stack runs as root, and the user's own processes cannot become
-//! root or choose their parent. The extern stepd's own children (its
+//! PAM stack runs as root (sshd's `[priv]` process before OpenSSH 9.8, the
+//! root `sshd-session` from it on), and the user's own processes cannot
+//! become root. The extern stepd's own children (its
 //! placeholder sleep) are the step's, not a login's; a process whose login
 //! is gone (reparented to init or to a subreaper), with everything under
 //! it, is kept apart as "not under a login".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::proc_table::Process;
 
@@ -65,20 +66,19 @@ pub fn job_logins(table: &[Process], job: u32, stepd_pid: Option<i32>) -> JobLog
     for list in children.values_mut() {
         list.sort_by_key(|p| p.pid);
     }
-    let member = |pid: i32| in_step.iter().any(|p| p.pid == pid);
-    // Where pid 1 is sshd itself (a container), a login's parent is pid 1;
-    // anywhere else a process under pid 1 was reparented there.
-    let init_is_sshd = table
-        .iter()
-        .any(|p| p.pid == 1 && is_sshd_name(&p.comm) && p.uid == 0);
+    let members: HashSet<i32> = in_step.iter().map(|p| p.pid).collect();
 
     let mut result = JobLogins::default();
     for p in &in_step {
-        if stepds.contains(&p.pid) || member(p.ppid) || stepds.contains(&p.ppid) {
+        if stepds.contains(&p.pid) || members.contains(&p.ppid) || stepds.contains(&p.ppid) {
             continue;
         }
-        let orphaned = p.ppid <= 0 || (p.ppid == 1 && !init_is_sshd);
-        if orphaned || p.uid != 0 {
+        // A root process whose parent is outside the step is a login even
+        // under pid 1: sshd started per connection by systemd (ssh.socket,
+        // Accept=yes), sshd as a container's pid 1, and sessions that
+        // outlived `systemctl restart ssh` all have pid 1 as parent. A
+        // user's process there was left behind by a login that is gone.
+        if p.uid != 0 {
             result.unattached.push((*p).clone());
             result.unattached.extend(descendants(&children, p.pid));
             continue;
@@ -91,18 +91,12 @@ pub fn job_logins(table: &[Process], job: u32, stepd_pid: Option<i32>) -> JobLog
     result
 }
 
-/// sshd's per-connection process: `sshd` before OpenSSH 9.8,
-/// `sshd-session` from it on.
-fn is_sshd_name(comm: &str) -> bool {
-    comm == "sshd" || comm == "sshd-session"
-}
-
 /// The processes under `root`, depth first: parents before children,
 /// siblings by pid. Iterative, with each pid taken once, so neither a deep
 /// tree nor a doctored table with a cycle can exhaust the stack or loop.
 fn descendants(children: &HashMap<i32, Vec<&Process>>, root: i32) -> Vec<Process> {
     let mut ordered = Vec::new();
-    let mut seen = std::collections::HashSet::from([root]);
+    let mut seen = HashSet::from([root]);
     let mut stack: Vec<&Process> = children
         .get(&root)
         .map(|c| c.iter().rev().copied().collect())
@@ -204,6 +198,24 @@ mod tests {
     }
 
     #[test]
+    fn a_root_process_under_pid_1_is_a_login_a_user_s_is_not() {
+        // ssh.socket with Accept=yes: systemd (pid 1) starts sshd per
+        // connection.
+        let t = vec![
+            p(1, 0, 0, "systemd", None),
+            p(100, 1, 0, "slurmstepd", Some(7)),
+            p(200, 1, 0, "sshd", Some(7)),
+            p(201, 200, 2001, "sshd", Some(7)),
+            p(300, 1, 2001, "sshd", Some(7)),
+        ];
+        let got = job_logins(&t, 7, Some(100));
+        assert_eq!(got.logins.len(), 1);
+        assert_eq!(got.logins[0].leader.pid, 200);
+        assert_eq!(got.unattached.len(), 1);
+        assert_eq!(got.unattached[0].pid, 300);
+    }
+
+    #[test]
     fn where_sshd_is_pid_1_its_children_are_logins() {
         let t = vec![
             p(1, 0, 0, "sshd", None),
@@ -227,13 +239,18 @@ mod tests {
         }
         let got = job_logins(&t, 7, None);
         assert_eq!(got.logins[0].processes.len(), 20_000);
-        // 900 and 901 are each other's parent: in no login, and walked once.
-        let cyc = vec![
-            p(900, 901, 2001, "a", Some(7)),
-            p(901, 900, 2001, "b", Some(7)),
+        // A doctored table where a descendant repeats the leader's pid:
+        // each pid is listed once and the walk ends.
+        let dup = vec![
+            p(50, 1, 0, "sshd", None),
+            p(200, 50, 0, "sshd", Some(7)),
+            p(201, 200, 2001, "bash", Some(7)),
+            p(200, 201, 2001, "bash", Some(7)),
         ];
-        let got = job_logins(&cyc, 7, None);
-        assert!(got.logins.is_empty());
+        let got = job_logins(&dup, 7, None);
+        assert_eq!(got.logins.len(), 1);
+        let pids: Vec<i32> = got.logins[0].processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![201]);
     }
 
     #[test]
