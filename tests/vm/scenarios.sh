@@ -469,7 +469,7 @@ vm_scenarios() {
 }
 
 # The job's GPUs in an ssh session. The node has two fake GPUs
-# (guest/configure.sh: gres.conf File=/dev/fakegpu[0-1], AutoDetect=off;
+# (guest/configure.sh: gres.conf File=/var/lib/slurm-adopt-vm/fakegpu[0-1], AutoDetect=off;
 # ConstrainDevices=yes): J holds host GPU 0, so K gets host GPU 1, which its
 # tasks see renumbered as 0. An ssh from a task of K must carry the values
 # those tasks see, and no others.

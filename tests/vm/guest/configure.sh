@@ -127,14 +127,20 @@ ConstrainCores=yes
 ConstrainRAMSpace=yes
 ConstrainDevices=yes
 EOF
-# No driver behind them: slurmd only needs each File's device numbers, for
-# the job's device rules. 195 is NVIDIA's major. /dev is a devtmpfs, so
-# systemd-tmpfiles makes the nodes at each boot, before slurmd starts.
+# No driver behind them: slurmd only stats each File for its device
+# numbers, for the job's device rules (195 is NVIDIA's major). The nodes
+# live on the root filesystem, not in /dev (a devtmpfs made afresh at each
+# boot), so they exist before slurmd's first start and the enforcing
+# image's setfiles labels them like the rest of /var/lib.
+install -d -m 0755 /var/lib/slurm-adopt-vm
+for i in 0 1; do
+    rm -f /var/lib/slurm-adopt-vm/fakegpu$i
+    mknod -m 0666 /var/lib/slurm-adopt-vm/fakegpu$i c 195 $i
+done
 cat >/etc/slurm/gres.conf <<'EOF'
 AutoDetect=off
-NodeName=slurmvm Name=gpu File=/dev/fakegpu[0-1]
+NodeName=slurmvm Name=gpu File=/var/lib/slurm-adopt-vm/fakegpu[0-1]
 EOF
-printf 'c /dev/fakegpu0 0666 root root - 195:0\nc /dev/fakegpu1 0666 root root - 195:1\n' >/etc/tmpfiles.d/slurm-adopt-fakegpu.conf
 chmod 0644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf /etc/slurm/gres.conf
 systemctl enable munge.service slurmctld.service slurmd.service >/dev/null
 
