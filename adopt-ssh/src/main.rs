@@ -144,10 +144,8 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "adopt-ssh".to_owned());
     let mut ssh = Command::new("ssh");
     ssh.arg("-o").arg(format!(
-        "ProxyCommand={} --proxy --node {} --port {} {job}",
-        proxy_word(&me),
-        proxy_word(&node),
-        cli.port
+        "ProxyCommand={}",
+        ssh_escape(&proxy_shell_command(&me, job, &node, cli.port))
     ));
     for o in &cli.ssh_options {
         ssh.arg("-o").arg(o);
@@ -167,19 +165,12 @@ fn fail(message: &str) -> ExitCode {
 /// The ~/.ssh/config block for `job` on `node`. HostKeyAlias keeps the
 /// node's own known_hosts entry in use, so the job alias asks nothing new.
 fn host_block(job: u32, node: &str, port: u16, via: Option<&str>) -> String {
-    let proxy = format!(
-        "adopt-ssh --proxy --node {} --port {port} {job}",
-        proxy_word(node)
-    );
+    let command = proxy_shell_command("adopt-ssh", job, node, port);
     let proxy = match via {
         // The remote command is one word for the login node's shell, so
         // the node name inside it is quoted once more for that shell.
-        Some(login) => format!(
-            "ssh -T -- {} {}",
-            proxy_word(login),
-            proxy_word(&proxy.replace("%%", "%"))
-        ),
-        None => proxy,
+        Some(login) => format!("ssh -T -- {} {}", proxy_word(login), proxy_word(&command)),
+        None => ssh_escape(&command),
     };
     format!(
         "# job {job} on {node}, written by adopt-ssh; remove it when the job has ended\n\
@@ -198,11 +189,26 @@ fn config_safe(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@:+-".contains(&b))
 }
 
+/// The command line of ProxyCommand mode, `program` run on `node`'s behalf,
+/// quoted for a shell (not yet for ssh's `%` tokens: see [`ssh_escape`]).
+fn proxy_shell_command(program: &str, job: u32, node: &str, port: u16) -> String {
+    format!(
+        "{} --proxy --node {} --port {port} {job}",
+        shell_word(program),
+        shell_word(node)
+    )
+}
+
+/// `text` with `%` doubled, since ssh expands `%h`, `%p` and the like in a
+/// ProxyCommand before the shell sees it.
+fn ssh_escape(text: &str) -> String {
+    text.replace('%', "%%")
+}
+
 /// `word` as one word of a ProxyCommand: quoted for the shell ssh runs it
-/// with, and with `%` doubled, since ssh expands `%h`, `%p` and the like
-/// in a ProxyCommand before the shell sees it.
+/// with, and escaped for ssh's `%` tokens.
 fn proxy_word(word: &str) -> String {
-    shell_word(word).replace('%', "%%")
+    ssh_escape(&shell_word(word))
 }
 
 /// `word` quoted for a POSIX shell.
