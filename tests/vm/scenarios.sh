@@ -157,17 +157,25 @@ vm_cancel_all() { # VER [SECONDS]: no job, no extern socket, no process of the u
 # Journal marks: a cursor, and what was written after it.
 vm_mark() { vm_root "$1" "journalctl -q -n 1 --show-cursor -o cat" | sed -n 's/^-- cursor: //p' | tail -n1; }
 vm_journal_since() { vm_root "$1" "journalctl -q --no-pager -o cat --after-cursor='$2'"; }
-# Our module's account-phase decision line for USER since the mark:
-# "decision job reason callerid usec" ("" when there is none).
-vm_decision() { # VER MARK [USER] [PHASE]
-    local ver=$1 mark=$2 u=${3:-$VM_USER} phase=${4:-account} line=""
-    # journald stores the line a moment after sshd sends it. Only decision
-    # lines count: the session phase also logs event=session_closed.
+# vm_journal_line VER MARK ERE: the last journal line since MARK matching
+# ERE, waiting up to 3 s for one (journald stores a line a moment after
+# sshd sends it); "" when none came.
+vm_journal_line() {
+    local ver=$1 mark=$2 ere=$3 line=""
     for _ in 1 2 3 4 5 6 7 8 9 10; do
-        line=$(vm_journal_since "$ver" "$mark" | grep -E "pam_adopt\(sshd:$phase\): user=$u .* decision=" | tail -n1)
+        line=$(vm_journal_since "$ver" "$mark" | grep -E "$ere" | tail -n1)
         [[ -n $line ]] && break
         sleep 0.3
     done
+    printf '%s\n' "$line"
+}
+# Our module's decision line (account phase unless PHASE) for USER since
+# the mark: "decision job reason callerid usec" ("" when there is none).
+vm_decision() { # VER MARK [USER] [PHASE]
+    local ver=$1 mark=$2 u=${3:-$VM_USER} phase=${4:-account} line
+    # Only decision lines count: the session phase also logs
+    # event=session_closed.
+    line=$(vm_journal_line "$ver" "$mark" "pam_adopt\(sshd:$phase\): user=$u .* decision=")
     sed -nE 's/.* decision=([a-z]+) job=([^ ]+) reason=([a-z_]+) callerid=([^ ]+) usec=([0-9]+).*/\1 \2 \3 \4 \5/p' <<<"$line"
 }
 
@@ -453,12 +461,8 @@ vm_scenarios() {
         echo "       pam_systemd kept, adopt_in=account: the login lands in: $got"
         vm_check "$label: pam_systemd kept without adopt_in=session: logind moved the login out of job $j" \
             bash -c '[[ $1 == "not in a job ("*session-*.scope")" ]]' _ "$got"
-        local closed=""
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            closed=$(vm_journal_since "$ver" "$mark" | grep -E "pam_adopt\(sshd:session\): user=$VM_USER .* event=session_closed " | tail -n1)
-            [[ -z $closed ]] || break
-            sleep 0.3
-        done
+        local closed
+        closed=$(vm_journal_line "$ver" "$mark" "pam_adopt\(sshd:session\): user=$VM_USER .* event=session_closed ")
         echo "       its close line: ${closed:-none}"
         vm_check "$label: pam_systemd kept without adopt_in=session: the close line names job $j, in_job=no" \
             bash -c '[[ $1 == *" job=$2 in_job=no duration_ms="* ]]' _ "$closed" "$j"
