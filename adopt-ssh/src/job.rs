@@ -6,6 +6,8 @@ use std::process::Command;
 
 use slurm_node::hostlist;
 
+use crate::client_env;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("'{given}' is not a job id: give the number squeue shows in its JOBID column")]
@@ -71,7 +73,7 @@ const SQUEUE_FORMAT: &str = "%A|%u|%U|%T|%N|%B";
 /// Ask squeue about `job` (any state, so that an ended job still known
 /// to slurmctld reads as not running rather than as missing).
 pub fn look_up(job: u32) -> Result<JobInfo, JobError> {
-    let out = Command::new("squeue")
+    let out = client_env::scrub(&mut Command::new("squeue"))
         .args(["--noheader", "--states=all", "--format", SQUEUE_FORMAT])
         .arg(format!("--jobs={job}"))
         .output()

@@ -1,6 +1,7 @@
 //! adopt-ssh: log into a chosen Slurm job from a login node or a
 //! workstation. See `adopt-ssh --help` and adopt-ssh(1).
 
+mod client_env;
 mod job;
 mod relay;
 
@@ -33,7 +34,8 @@ use clap::Parser;
 /// `--format=%A` (not `20_3`); for a heterogeneous job, the component's.
 /// Run from inside another job (an salloc shell, a batch script),
 /// adopt-ssh drops that job's SLURM_* and SRUN_* variables, all but
-/// SLURM_CONF and SLURM_CLUSTERS, before it runs srun.
+/// SLURM_CONF and SLURM_CLUSTERS, before it runs squeue and srun; your
+/// SQUEUE_* settings are dropped too, so they cannot hide the job.
 ///
 /// adopt-ssh must be installed on the compute nodes too (the slurm-adopt
 /// package puts it in /usr/bin): the relay is the same program.

@@ -18,6 +18,8 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use crate::client_env;
+
 /// How long the relay waits for sshd to accept.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,32 +35,10 @@ pub enum RelayError {
     Srun { source: io::Error },
 }
 
-/// Environment variables srun reads that are kept for the relay's step:
-/// where Slurm's configuration is and which cluster is meant. Every other
-/// `SLURM_*` and `SRUN_*` variable is dropped, because run from inside
-/// another allocation (an salloc shell, a batch script) they describe that
-/// job: srun would take its task count, memory or CPUs per task as
-/// options for this step and could refuse it or start it wrong.
-const SLURM_VARS_KEPT: [&str; 2] = ["SLURM_CONF", "SLURM_CLUSTERS"];
-
-/// The names in `vars` that srun must not inherit (see [`SLURM_VARS_KEPT`]).
-pub fn inherited_job_vars(
-    vars: impl Iterator<Item = std::ffi::OsString>,
-) -> Vec<std::ffi::OsString> {
-    vars.filter(|name| {
-        let name = name.to_string_lossy();
-        (name.starts_with("SLURM_") || name.starts_with("SRUN_"))
-            && !SLURM_VARS_KEPT.contains(&name.as_ref())
-    })
-    .collect()
-}
-
 /// The srun command line that runs the relay in `job` on `node`.
 pub fn srun_command(job: u32, node: &str, port: u16) -> Command {
     let mut cmd = Command::new("srun");
-    for name in inherited_job_vars(std::env::vars_os().map(|(name, _)| name)) {
-        cmd.env_remove(name);
-    }
+    client_env::scrub(&mut cmd);
     cmd.arg(format!("--jobid={job}"))
         .arg(format!("--nodelist={node}"))
         .args([
@@ -180,34 +160,6 @@ mod tests {
         assert_eq!(
             &args[args.len() - 4..],
             ["adopt-ssh", "--relay", "localhost:22", "17"]
-        );
-    }
-
-    #[test]
-    fn the_step_does_not_inherit_another_allocation_s_options() {
-        let names = [
-            "SLURM_JOB_ID",
-            "SLURM_NTASKS",
-            "SLURM_CPUS_PER_TASK",
-            "SLURM_MEM_PER_NODE",
-            "SRUN_CPUS_PER_TASK",
-            "SLURM_CONF",
-            "SLURM_CLUSTERS",
-            "PATH",
-            "MY_SLURM_NOTE",
-        ]
-        .map(std::ffi::OsString::from);
-        let dropped = inherited_job_vars(names.into_iter());
-        assert_eq!(
-            dropped,
-            [
-                "SLURM_JOB_ID",
-                "SLURM_NTASKS",
-                "SLURM_CPUS_PER_TASK",
-                "SLURM_MEM_PER_NODE",
-                "SRUN_CPUS_PER_TASK"
-            ]
-            .map(std::ffi::OsString::from)
         );
     }
 

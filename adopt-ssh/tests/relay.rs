@@ -92,3 +92,54 @@ fn a_bad_job_id_is_refused_before_anything_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'17;reboot' is not a job id"), "{err}");
 }
+
+/// squeue gets neither another allocation's SLURM_* variables nor the
+/// user's SQUEUE_* filters (a SQUEUE_USERS would make a running job read
+/// as missing), but keeps SLURM_CONF. A stand-in squeue records the
+/// environment it was given and reports the job as pending.
+#[test]
+fn squeue_runs_without_the_callers_job_and_squeue_variables() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("squeue-env");
+    let squeue = dir.path().join("squeue");
+    std::fs::write(
+        &squeue,
+        format!(
+            "#!/bin/sh\nenv >'{}'\necho '17|nobody|65534|PENDING||n/a'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&squeue, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_adopt-ssh"))
+        .arg("17")
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+        .env("SQUEUE_USERS", "someone-else")
+        .env("SQUEUE_PARTITION", "nowhere")
+        .env("SLURM_JOB_ID", "99")
+        .env("SRUN_CPUS_PER_TASK", "4")
+        .env("SLURM_CONF", "/etc/slurm/other.conf")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let env = std::fs::read_to_string(&seen).unwrap();
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, _)| n)
+        .collect();
+    for gone in [
+        "SQUEUE_USERS",
+        "SQUEUE_PARTITION",
+        "SLURM_JOB_ID",
+        "SRUN_CPUS_PER_TASK",
+    ] {
+        assert!(!names.contains(&gone), "squeue was given {gone}: {env}");
+    }
+    assert!(
+        env.lines().any(|l| l == "SLURM_CONF=/etc/slurm/other.conf"),
+        "{env}"
+    );
+}
