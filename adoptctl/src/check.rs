@@ -13,6 +13,7 @@ use adopt_login::live::LiveNode;
 use adopt_login::node::{AdoptError, NodeError};
 use adopt_login::options::Options;
 use adopt_login::outcome::{Decision, Priority};
+use adopt_login::user_lookup::UserLookupError;
 use slurm_node::netinfo::Connection;
 use slurm_node::select::CallerId;
 
@@ -37,8 +38,8 @@ struct DryRun {
 }
 
 impl NodeOps for DryRun {
-    fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error> {
-        self.live.user_uid(user)
+    fn user_uid(&mut self, user: &str, deadline: Instant) -> Result<Option<u32>, UserLookupError> {
+        self.live.user_uid(user, deadline)
     }
 
     fn load_node(&mut self, opts: &Options) -> Result<(), NodeError> {

@@ -17,6 +17,7 @@ use crate::node::{AdoptError, NodeError};
 pub use crate::node::{Adopted, Untrusted};
 use crate::options::{AdoptFailureAction, GenericFailureAction, Options};
 use crate::outcome::{Decision, LogLine, Outcome, Priority, Reason};
+use crate::user_lookup::UserLookupError;
 
 /// The facts of a login that the front end read from PAM.
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +79,8 @@ pub struct CallerIdLookup {
 /// Every I/O step of a login. Each call is bounded by the deadline it is
 /// given or by the options' `timeout_ms`; none may block past it.
 pub trait NodeOps {
-    /// PAM_USER's uid, `None` for no such user.
-    fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error>;
+    /// PAM_USER's uid, `None` for no such user, known by `deadline`.
+    fn user_uid(&mut self, user: &str, deadline: Instant) -> Result<Option<u32>, UserLookupError>;
     /// Read slurm.conf and find this node. Called once, before the others.
     fn load_node(&mut self, opts: &Options) -> Result<(), NodeError>;
     /// After [`NodeOps::load_node`]: which slurm.conf was read and how the
@@ -188,7 +189,7 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
             return generic_failure(out, opts, Reason::NoUser);
         }
     };
-    let uid = match node.user_uid(user) {
+    let uid = match node.user_uid(user, deadline) {
         Ok(Some(uid)) => uid,
         Ok(None) => {
             log(
@@ -199,7 +200,7 @@ fn run(login: &Login<'_>, opts: &Options, node: &mut impl NodeOps, out: &mut Out
             return generic_failure(out, opts, Reason::UnknownUser);
         }
         Err(e) => {
-            log(out, Priority::Err, format!("getpwnam({user}): {e}"));
+            log(out, Priority::Err, e.to_string());
             return generic_failure(out, opts, Reason::UnknownUser);
         }
     };

@@ -12,3 +12,4 @@ pub mod live;
 pub mod node;
 pub mod options;
 pub mod outcome;
+pub mod user_lookup;

@@ -11,6 +11,7 @@ use crate::callerid::{self, Lookup};
 use crate::decide::{Adopted, CallerIdLookup, ExternWait, FoundJob, JobScan, NodeOps, Unreachable};
 use crate::node::{self, AdoptError, NodeError, NodeView, Scan};
 use crate::options::Options;
+use crate::user_lookup::{self, UserLookupError};
 
 /// This node, as a login meets it. After [`NodeOps::load_node`] it holds
 /// the node's view; after the scan, the open stepd connections of the
@@ -56,8 +57,8 @@ const WAIT_RESERVE: Duration = Duration::from_millis(500);
 const RECORD_POLL_EVERY: u32 = 5;
 
 impl NodeOps for LiveNode {
-    fn user_uid(&mut self, user: &str) -> Result<Option<u32>, nix::Error> {
-        Ok(nix::unistd::User::from_name(user)?.map(|pw| pw.uid.as_raw()))
+    fn user_uid(&mut self, user: &str, deadline: Instant) -> Result<Option<u32>, UserLookupError> {
+        user_lookup::uid_within(user, deadline)
     }
 
     fn load_node(&mut self, opts: &Options) -> Result<(), NodeError> {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the build and the unprivileged test tier need:
 # libpam headers to link pam_adopt.so, munge (munged and its CLI) for the
-# callerid tests, pam_wrapper to load the module without root, binutils
+# callerid tests, pam_wrapper to load the module without root (and
+# nss_wrapper to give it a user lookup that never answers), binutils
 # for `nm -D`. No libmunge: the munged client is native.
 set -euo pipefail
 
-packages=(libpam0g-dev libpam-wrapper pamtester munge binutils gcc)
+packages=(libpam0g-dev libpam-wrapper libnss-wrapper pamtester munge binutils gcc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

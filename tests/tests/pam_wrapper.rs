@@ -1546,3 +1546,69 @@ fn a_listener_that_is_neither_root_nor_slurmd_user_is_never_asked() {
     }
     drop(as_nobody);
 }
+
+const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
+
+#[test]
+fn a_user_lookup_that_never_answers_ends_at_the_deadline() {
+    // nss_wrapper serves passwd from a FIFO nobody writes: its open()
+    // blocks, as getpwnam does when sssd or the LDAP server stops
+    // answering. The login must still be decided by timeout_ms, by
+    // action_generic_failure, with a line naming the wait.
+    assert!(
+        Path::new(NSS_WRAPPER).exists(),
+        "{NSS_WRAPPER} is missing: install libnss-wrapper (the README's test command does)"
+    );
+    let node = Node::new();
+    let _shim = node.shim(vec![FakeStep::extern_step(31, USER_UID)]);
+    let fifo = node.dir.path().join("passwd.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let preload = format!("{PAM_WRAPPER} {NSS_WRAPPER}");
+    let fifo_path = fifo.to_string_lossy().into_owned();
+    let env = [
+        LOG_TO_STDERR,
+        ("LD_PRELOAD", preload.as_str()),
+        ("NSS_WRAPPER_PASSWD", fifo_path.as_str()),
+        ("NSS_WRAPPER_GROUP", "/etc/group"),
+    ];
+    for (args, rc, decision) in [
+        ("timeout_ms=400", PAM_PERM_DENIED, "deny"),
+        (
+            "timeout_ms=400 action_generic_failure=ignore",
+            PAM_SUCCESS,
+            "ignore",
+        ),
+    ] {
+        node.service_telling_ignore("sshd", args);
+        let p = node.probe_env("sshd", USER, &env);
+        assert_eq!(p.rc(), rc, "{args}: {}", p.stdout);
+        let d = p
+            .decision_line()
+            .unwrap_or_else(|| panic!("{args}: no decision line: {}", p.stderr));
+        assert_eq!(
+            (d.decision.as_str(), d.reason.as_str()),
+            (decision, "unknown_user"),
+            "{args}"
+        );
+        assert!(
+            p.stderr
+                .contains(&format!("getpwnam({USER}): no answer within")),
+            "{args}: the line names the wait: {}",
+            p.stderr
+        );
+        assert!(
+            d.usec >= 400_000,
+            "{args}: decided before the deadline ({} us)",
+            d.usec
+        );
+        assert!(
+            p.elapsed < Duration::from_millis(400 + 1500),
+            "{args}: took {:?}",
+            p.elapsed
+        );
+    }
+}

@@ -19,7 +19,7 @@ const UID: u32 = 1000;
 /// the core asked of it.
 #[derive(Debug, Clone)]
 struct FakeNode {
-    uid: Result<Option<u32>, nix::Error>,
+    uid: Result<Option<u32>, FakeNss>,
     load_fails: bool,
     scan: Result<JobScan, ()>,
     callerid: CallerId,
@@ -33,6 +33,14 @@ struct FakeNode {
     /// The records end during the wait (the job's Epilog ran).
     ended_during_wait: bool,
     asked: Vec<&'static str>,
+}
+
+/// How the fake's user lookup fails.
+#[derive(Debug, Clone, Copy)]
+enum FakeNss {
+    Error(nix::Error),
+    /// No answer by the login's deadline.
+    Hung,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +69,22 @@ impl Default for FakeNode {
 }
 
 impl NodeOps for FakeNode {
-    fn user_uid(&mut self, _user: &str) -> Result<Option<u32>, nix::Error> {
+    fn user_uid(
+        &mut self,
+        _user: &str,
+        _deadline: Instant,
+    ) -> Result<Option<u32>, UserLookupError> {
         self.asked.push("user");
-        self.uid
+        self.uid.map_err(|e| match e {
+            FakeNss::Error(source) => UserLookupError::Nss {
+                user: "alice".into(),
+                source,
+            },
+            FakeNss::Hung => UserLookupError::TimedOut {
+                user: "alice".into(),
+                waited_ms: 2000,
+            },
+        })
     }
 
     fn load_node(&mut self, _opts: &Options) -> Result<(), NodeError> {
@@ -268,10 +289,21 @@ fn rows() -> Vec<Row> {
         Row {
             name: "user lookup error (NSS down), deny",
             node: FakeNode {
-                uid: Err(nix::Error::EIO),
+                uid: Err(FakeNss::Error(nix::Error::EIO)),
                 ..FakeNode::default()
             },
             decision: Decision::Deny,
+            reason: Reason::UnknownUser,
+            ..Row::default()
+        },
+        Row {
+            name: "user lookup not answering by the deadline, generic ignore",
+            node: FakeNode {
+                uid: Err(FakeNss::Hung),
+                ..FakeNode::default()
+            },
+            args: ignore_generic,
+            decision: Decision::Ignore,
             reason: Reason::UnknownUser,
             ..Row::default()
         },
