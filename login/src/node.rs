@@ -367,7 +367,7 @@ pub fn adopt(
             "stepd"
         }
         AdoptVia::Cgroup => {
-            attach_by_cgroup(view, uid, job_id, pid)?;
+            attach_by_cgroup(view, uid, job, pid)?;
             "cgroup"
         }
         AdoptVia::Auto => match add_extern_pid(&mut job.client, pid) {
@@ -377,7 +377,7 @@ pub fn adopt(
                 // The new one is held to the scan's rule: its stepd must
                 // still say the job is the user's, or nothing more is
                 // taken from it (namespace fds above all).
-                attach_by_cgroup(view, uid, job_id, pid)?;
+                attach_by_cgroup(view, uid, job, pid)?;
                 reconnect_as_owner(job, uid, &view.stepd_peers)?;
                 "cgroup"
             }
@@ -464,9 +464,22 @@ fn add_extern_pid(client: &mut StepdClient, pid: i32) -> Result<(), StepdError> 
     client.add_extern_pid(pid)
 }
 
-fn attach_by_cgroup(view: &NodeView, uid: u32, job_id: u32, pid: i32) -> Result<(), AdoptError> {
+/// Write `pid` into the job's extern-step cgroup. The directory is looked
+/// for by the job's id first; on cgroup v2 a job whose directory has no id
+/// in it (26.05 names it by SLUID) is found through the cgroup of its
+/// extern stepd, the process listening on the socket the scan checked.
+fn attach_by_cgroup(view: &NodeView, uid: u32, job: &UserJob, pid: i32) -> Result<(), AdoptError> {
+    let job_id = job.socket.job_id;
     let fs = cgroup_fs(view)?;
-    let dirs = fs.extern_step_dirs(Path::new(PROC_ROOT), &view.node.name, uid, job_id);
+    let proc_root = Path::new(PROC_ROOT);
+    let mut dirs = fs.extern_step_dirs(proc_root, &view.node.name, uid, job_id);
+    if dirs.is_empty() {
+        dirs.extend(
+            job.client
+                .peer_pid()
+                .and_then(|stepd| fs.v2_extern_dir_of_stepd(proc_root, stepd)),
+        );
+    }
     if dirs.is_empty() {
         return Err(AdoptError::NoCgroup {
             job_id,

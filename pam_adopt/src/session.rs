@@ -26,6 +26,7 @@ use crate::account;
 use crate::pam::{PAM_IGNORE, PAM_SUCCESS, Pam, Priority};
 use adopt_login::options::{AdoptIn, LogLevel, Options};
 use adopt_login::outcome::field;
+use adopt_login::user_lookup;
 
 pub fn open_session(pam: &mut Pam<'_>, args: &[String]) -> i32 {
     let (opts, _) = Options::parse(args);
@@ -66,7 +67,10 @@ fn log_session_closed(pam: &Pam<'_>, opts: &Options, uid: u32) {
         return;
     }
     let proc_root = Path::new("/proc");
-    let in_cgroup = adopted_job(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    let in_cgroup = adopted_job(
+        &fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+        pam.adopted_job(),
+    );
     let Some(job) = pam.adopted_job().or(in_cgroup) else {
         return;
     };
@@ -88,14 +92,18 @@ fn log_session_closed(pam: &Pam<'_>, opts: &Options, uid: u32) {
 /// The job whose extern step this process is in, from the text of
 /// `/proc/self/cgroup`: the job it was adopted into. Only Slurm's own
 /// cgroup roots count (see [`CgroupFs::in_slurm_job`]), not a look-alike
-/// in a user's delegated subtree.
-fn adopted_job(cgroup_text: &str) -> Option<u32> {
+/// in a user's delegated subtree. A job directory without the id in its
+/// name (26.05 names it by SLUID) is the job `recorded` by this PAM
+/// handle's account phase, which put the process there.
+fn adopted_job(cgroup_text: &str, recorded: Option<u32>) -> Option<u32> {
     if !CgroupFs::in_slurm_job(cgroup_text) {
         return None;
     }
-    CgroupFs::job_of_pid_cgroup(cgroup_text)
-        .filter(|(_, step)| step == logins::EXTERN_STEP_DIR)
-        .map(|(job, _)| job)
+    let found = CgroupFs::job_cgroup_of_pid(cgroup_text)?;
+    if found.step_dir != logins::EXTERN_STEP_DIR {
+        return None;
+    }
+    found.job_id.or(recorded)
 }
 
 /// The user's uid when the module applies to this login: an allowed
@@ -106,8 +114,10 @@ fn applies(pam: &Pam<'_>, opts: &Options) -> Option<u32> {
         _ => return None,
     }
     let user = pam.user().ok().flatten()?;
-    let pw = nix::unistd::User::from_name(&user).ok().flatten()?;
-    (!pw.uid.is_root()).then_some(pw.uid.as_raw())
+    // The session phase has a budget of its own, as a login does.
+    let deadline = std::time::Instant::now() + opts.timeout;
+    let uid = user_lookup::uid_within(&user, deadline).ok().flatten()?;
+    (uid != 0).then_some(uid)
 }
 
 /// Export the XDG values when this process is in a job's cgroup (it was
@@ -118,7 +128,7 @@ fn applies(pam: &Pam<'_>, opts: &Options) -> Option<u32> {
 fn export_session_env(pam: &mut Pam<'_>, opts: &Options, uid: u32) -> i32 {
     let cgroup_text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let in_job = CgroupFs::in_slurm_job(&cgroup_text);
-    if let Some(job) = adopted_job(&cgroup_text) {
+    if let Some(job) = adopted_job(&cgroup_text, pam.adopted_job()) {
         export_devices(pam, opts, uid, job);
     }
     let runtime_dir = RuntimeDirs::new(&opts.runtime_dir, None).usable(uid);

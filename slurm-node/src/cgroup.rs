@@ -136,7 +136,8 @@ impl CgroupFs {
     /// v2: the `task_special` leaf under `<node>_slurmstepd.scope` or
     /// `slurmstepd.scope` in the slice, below the init cgroup Slurm 23.02+
     /// derives from `<proc_root>/1/cgroup`, then below the root itself as
-    /// 22.05 had it. 26.05 jobs named by SLUID are not found.
+    /// 22.05 had it. A 26.05 job named by SLUID is not found by its id:
+    /// see [`CgroupFs::v2_extern_dir_of_stepd`].
     pub fn extern_step_dirs(
         &self,
         proc_root: &Path,
@@ -338,21 +339,88 @@ impl CgroupFs {
 
     /// The Slurm job and step a process is in, from the text of its
     /// `/proc/<pid>/cgroup`: the first `job_<n>/step_<x>` pair in any
-    /// hierarchy's path.
+    /// hierarchy's path. A 26.05 job directory named by SLUID has no id
+    /// in it: see [`CgroupFs::job_cgroup_of_pid`].
     pub fn job_of_pid_cgroup(cgroup_file_text: &str) -> Option<(u32, String)> {
+        let found = CgroupFs::job_cgroup_of_pid(cgroup_file_text)?;
+        Some((found.job_id?, found.step_dir))
+    }
+
+    /// The job directory and step a process is in, from the text of its
+    /// `/proc/<pid>/cgroup`: on any hierarchy the first `job_<n>/step_<x>`
+    /// pair, and on v2 also a job directory of another name right under a
+    /// stepd scope (`.../[<node>_]slurmstepd.scope/<job>/step_<x>`), which
+    /// is how Slurm 26.05 names a job by its SLUID unless
+    /// `CgroupJobIdPaths=yes`. Two processes are in the same job when
+    /// their `job_dir`s are equal; the extern stepd's own entry
+    /// (`<job>/step_extern/slurm`) ties a SLUID directory to its job.
+    pub fn job_cgroup_of_pid(cgroup_file_text: &str) -> Option<JobCgroup> {
         cgroup_file_text.lines().find_map(|line| {
             let path = line.splitn(3, ':').nth(2)?;
             let parts: Vec<&str> = path.split('/').collect();
-            parts.windows(2).find_map(|pair| {
-                let [job, step_dir] = pair else {
+            // Each window is (parent, job, step); the path's leading "/"
+            // gives an empty first part, so a job at the top has a parent.
+            parts.windows(3).enumerate().find_map(|(i, window)| {
+                let [parent, job, step_dir] = window else {
                     return None;
                 };
-                let job_id = parse_u32(job.strip_prefix("job_")?)?;
                 let step = step_dir.strip_prefix("step_")?;
-                (!step.is_empty()).then(|| (job_id, (*step_dir).to_owned()))
+                if step.is_empty() || !is_plain_component(job) {
+                    return None;
+                }
+                let job_id = job.strip_prefix("job_").and_then(parse_u32);
+                let under_scope =
+                    *parent == "slurmstepd.scope" || parent.ends_with("_slurmstepd.scope");
+                if job_id.is_none() && !(under_scope && line.starts_with("0::")) {
+                    return None;
+                }
+                Some(JobCgroup {
+                    job_dir: parts.get(..i + 2)?.join("/"),
+                    job_id,
+                    step_dir: (*step_dir).to_owned(),
+                })
             })
         })
     }
+
+    /// On cgroup v2, the `step_extern/user/task_special` leaf of the job
+    /// whose extern stepd is `stepd_pid`, found from the stepd's own
+    /// cgroup (`<job>/step_extern/slurm`) whatever the job directory is
+    /// named: `job_<id>`, or the job's SLUID on 26.05. The caller has
+    /// checked the stepd's credentials; its cgroup is root's to set.
+    pub fn v2_extern_dir_of_stepd(&self, proc_root: &Path, stepd_pid: i32) -> Option<PathBuf> {
+        if self.mode != CgroupMode::Unified || stepd_pid <= 0 {
+            return None;
+        }
+        let text = fs::read_to_string(proc_root.join(stepd_pid.to_string()).join("cgroup")).ok()?;
+        let found = CgroupFs::job_cgroup_of_pid(&text)?;
+        if found.step_dir != "step_extern" {
+            return None;
+        }
+        let parts: Vec<&str> = found.job_dir.split('/').filter(|c| !c.is_empty()).collect();
+        if parts.iter().any(|c| !is_plain_component(c)) {
+            return None;
+        }
+        let leaf = parts
+            .iter()
+            .fold(self.root.clone(), |p, c| p.join(c))
+            .join("step_extern/user/task_special");
+        leaf.is_dir().then_some(leaf)
+    }
+}
+
+/// Where a process sits in a Slurm job's cgroup tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCgroup {
+    /// The job's directory as the cgroup file gives it, from the
+    /// hierarchy's root: `/slurm_n1/uid_1001/job_7` (v1),
+    /// `/system.slice/n1_slurmstepd.scope/job_7`, or on 26.05
+    /// `/system.slice/n1_slurmstepd.scope/s5A1M91N63DM00`.
+    pub job_dir: String,
+    /// The job id, when the directory is named `job_<id>`.
+    pub job_id: Option<u32>,
+    /// `step_extern`, `step_batch`, `step_0`, ...
+    pub step_dir: String,
 }
 
 fn write_procs(path: &Path, pid: i32) -> Result<(), CgroupError> {
@@ -751,6 +819,82 @@ mod tests {
         // 22.05 had no init-cgroup lookup: the root itself is still tried.
         let no_proc = Path::new("/nonexistent");
         assert_eq!(fs.extern_step_dirs(no_proc, "vm", 1001, 7).len(), 2);
+    }
+
+    #[test]
+    fn a_26_05_sluid_job_is_found_through_its_extern_stepd() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let proc_root = tempfile::tempdir().expect("tempdir");
+        let job = "system.slice/vm_slurmstepd.scope/s5A1M91N63DM00";
+        let leaf = mkdirs(&root.path().join(job).join("step_extern/user/task_special"));
+        let stepd = |pid: i32, text: &str| {
+            mkdirs(&proc_root.path().join(pid.to_string()));
+            fs::write(proc_root.path().join(pid.to_string()).join("cgroup"), text).unwrap();
+        };
+        stepd(632, &format!("0::/{job}/step_extern/slurm\n"));
+        // A batch stepd, and one whose job's leaf is gone.
+        stepd(633, &format!("0::/{job}/step_batch/slurm\n"));
+        stepd(
+            634,
+            "0::/system.slice/vm_slurmstepd.scope/s5A1M91N6A2T00/step_extern/slurm\n",
+        );
+        stepd(
+            635,
+            "0::/system.slice/vm_slurmstepd.scope/../../etc/step_extern/slurm\n",
+        );
+        let fs = CgroupFs::with_mode(root.path(), CgroupMode::Unified);
+        // By id it is not there; by its stepd it is.
+        assert!(
+            fs.extern_step_dirs(proc_root.path(), "vm", 1001, 2)
+                .is_empty()
+        );
+        assert_eq!(fs.v2_extern_dir_of_stepd(proc_root.path(), 632), Some(leaf));
+        for pid in [633, 634, 635, 636, 0, -1] {
+            assert_eq!(
+                fs.v2_extern_dir_of_stepd(proc_root.path(), pid),
+                None,
+                "{pid}"
+            );
+        }
+        let v1 = CgroupFs::with_mode(root.path(), CgroupMode::Legacy);
+        assert_eq!(v1.v2_extern_dir_of_stepd(proc_root.path(), 632), None);
+    }
+
+    #[test]
+    fn job_cgroup_of_pid_names_sluid_directories_under_a_stepd_scope() {
+        let of = CgroupFs::job_cgroup_of_pid;
+        let sluid = "/system.slice/vm_slurmstepd.scope/s5A1M91N63DM00";
+        let found = of(&format!("0::{sluid}/step_extern/user/task_special\n")).unwrap();
+        assert_eq!(
+            found,
+            JobCgroup {
+                job_dir: sluid.to_owned(),
+                job_id: None,
+                step_dir: "step_extern".to_owned()
+            }
+        );
+        // The stepd's own entry gives the same job directory.
+        assert_eq!(
+            of(&format!("0::{sluid}/step_extern/slurm\n"))
+                .unwrap()
+                .job_dir,
+            sluid
+        );
+        let v1 = of("4:memory:/slurm_vm/uid_1001/job_2/step_extern/task_0\n").unwrap();
+        assert_eq!(
+            (v1.job_dir.as_str(), v1.job_id),
+            ("/slurm_vm/uid_1001/job_2", Some(2))
+        );
+        // No id and not right under a stepd scope: not a job.
+        assert_eq!(
+            of("0::/user.slice/user-1.slice/user@1.service/s5A1/step_extern\n"),
+            None
+        );
+        assert_eq!(of("0::/system.slice/slurmstepd.scope/slurmd\n"), None);
+        assert_eq!(
+            CgroupFs::job_of_pid_cgroup(&format!("0::{sluid}/step_extern\n")),
+            None
+        );
     }
 
     #[test]

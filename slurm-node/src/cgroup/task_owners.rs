@@ -72,7 +72,14 @@ trait ScopeReader {
     fn procs(&self, scope: usize, rel: &Path) -> Vec<u32>;
     /// Who owns `/proc/<pid>`.
     fn proc_owner(&self, pid: u32) -> Option<u32>;
+    /// The start of `/proc/<pid>/cmdline`, arguments joined by spaces: a
+    /// stepd's process title.
+    fn proc_title(&self, pid: u32) -> Option<String>;
 }
+
+/// What is read of a stepd's title: `slurmstepd: [4294967294.extern]`
+/// and room to spare.
+const TITLE_READ: usize = 64;
 
 /// How many of a task directory's processes are looked at: a job's tasks
 /// all run as its user, so a few say as much as all of them.
@@ -156,6 +163,28 @@ impl ScopeReader for OpenScopes {
             .ok()
             .map(|st| st.st_uid)
     }
+
+    fn proc_title(&self, pid: u32) -> Option<String> {
+        let fd = self.proc_fd.as_ref()?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let rel = PathBuf::from(pid.to_string()).join("cmdline");
+        let file = fcntl::openat(fd, &rel, flags, Mode::empty()).ok()?;
+        let mut buf = [0u8; TITLE_READ];
+        let n = nix::unistd::read(&file, &mut buf).ok()?;
+        let title: Vec<u8> = buf
+            .get(..n)?
+            .iter()
+            .map(|&b| if b == 0 { b' ' } else { b })
+            .collect();
+        String::from_utf8(title).ok()
+    }
+}
+
+/// The job id in an extern stepd's process title,
+/// `slurmstepd: [<job>.extern]`.
+fn extern_stepd_job(title: &str) -> Option<u32> {
+    let inner = title.strip_prefix("slurmstepd: [")?;
+    parse_u32(inner.split_once(".extern]")?.0)
 }
 
 /// The pids in the start of a `cgroup.procs` (one per line); the last,
@@ -244,17 +273,20 @@ fn walk_scopes(reader: &dyn ScopeReader, trusted: u32) -> TaskOwners {
             continue;
         }
         for name in reader.names(scope, Path::new("")) {
-            let Some(job_id) = name
+            let by_name = name
                 .to_str()
-                .and_then(|n| parse_u32(n.strip_prefix("job_")?))
-            else {
-                continue;
-            };
+                .and_then(|n| parse_u32(n.strip_prefix("job_")?));
             let job = JobTree {
                 reader,
                 scope,
                 dir: PathBuf::from(name),
                 trusted,
+            };
+            // 26.05 names job directories by SLUID: the id is then the
+            // extern stepd's to tell. The scope's other entries (`slurmd`,
+            // `system`, cgroup files) have no stepd and are passed over.
+            let Some(job_id) = by_name.or_else(|| job.stepd_job_id()) else {
+                continue;
             };
             let here = match job.batch_task_owner() {
                 Some(uid) => JobOwner::Uid(uid),
@@ -293,6 +325,32 @@ impl JobTree<'_> {
     fn trusted_dir(&self, rel: &Path) -> bool {
         self.stat(rel)
             .is_some_and(|s| s.sealed_dir && s.uid == self.trusted)
+    }
+
+    /// The id of the job whose directory has no id in its name (26.05's
+    /// SLUID names), from the title of the extern stepd in its
+    /// `step_extern/slurm`. Trusted as a task's processes are: only root
+    /// can put a process in that sealed root-owned directory, and the
+    /// process must be the trusted owner's, whose title nobody else can
+    /// set.
+    fn stepd_job_id(&self) -> Option<u32> {
+        let extern_step = self.dir.join("step_extern");
+        let slurm = extern_step.join("slurm");
+        if !self.trusted_dir(&self.dir)
+            || !self.trusted_dir(&extern_step)
+            || !self.trusted_dir(&slurm)
+        {
+            return None;
+        }
+        self.reader
+            .procs(self.scope, &slurm)
+            .into_iter()
+            .find_map(|pid| {
+                if self.reader.proc_owner(pid) != Some(self.trusted) {
+                    return None;
+                }
+                extern_stepd_job(&self.reader.proc_title(pid)?)
+            })
     }
 
     /// The owner of a batch job's first task directory, when it is there
@@ -424,6 +482,8 @@ mod tests {
         owners: HashMap<PathBuf, u32>,
         /// Task directory (relative to the scope) → its (pid, owner)s.
         procs: HashMap<PathBuf, Vec<(u32, u32)>>,
+        /// pid → its process title.
+        titles: HashMap<u32, String>,
         next_pid: u32,
     }
 
@@ -433,6 +493,7 @@ mod tests {
                 dir: tempfile::tempdir().expect("tempdir"),
                 owners: HashMap::new(),
                 procs: HashMap::new(),
+                titles: HashMap::new(),
                 next_pid: 1000,
             }
         }
@@ -447,6 +508,17 @@ mod tests {
                 procs.push((self.next_pid, uid));
             }
             self.procs.insert(PathBuf::from(rel), procs);
+        }
+
+        /// A 26.05 job directory named `sluid`, with its extern stepd
+        /// (owned by `stepd_uid`, titled for `job`) in step_extern/slurm.
+        fn sluid_job(&mut self, sluid: &str, job: u32, stepd_uid: u32) {
+            let slurm = format!("{sluid}/step_extern/slurm");
+            self.task_with_procs(&slurm, &[stepd_uid]);
+            self.mkdir(&format!("{sluid}/step_extern/user/task_special"), None);
+            let pid = self.next_pid;
+            self.titles
+                .insert(pid, format!("slurmstepd: [{job}.extern]"));
         }
 
         fn scope(&self) -> PathBuf {
@@ -506,6 +578,10 @@ mod tests {
                 .flatten()
                 .find_map(|&(p, uid)| (p == pid).then_some(uid))
         }
+
+        fn proc_title(&self, pid: u32) -> Option<String> {
+            self.titles.get(&pid).cloned()
+        }
     }
 
     #[test]
@@ -518,6 +594,41 @@ mod tests {
         assert_eq!(owners.owner_of(5), Some(2001));
         assert_eq!(owners.owner_of(6), Some(2002));
         assert_eq!(owners.len(), 2);
+    }
+
+    #[test]
+    fn a_sluid_job_directory_is_known_by_its_extern_stepd() {
+        let mut tree = Tree::new();
+        // 26.05: batch job 5 of 2001 and job 6 of 2002 (a 24.11-style
+        // root-owned task directory, processes as the user).
+        tree.sluid_job("s5A1M91N63DM00", 5, ME);
+        tree.mkdir("s5A1M91N63DM00/step_batch/user/task_0", Some(2001));
+        tree.sluid_job("s5A1M91N6A2T00", 6, ME);
+        tree.task_with_procs("s5A1M91N6A2T00/step_0/user/task_0", &[2002]);
+        // A "stepd" that is not the trusted owner's says nothing; nor do
+        // a title of another shape and a directory without a stepd.
+        tree.sluid_job("s5A1M91N6C3F00", 7, 2003);
+        tree.mkdir("s5A1M91N6C3F00/step_batch/user/task_0", Some(2003));
+        tree.sluid_job("s5A1M91N6Z6A00", 8, ME);
+        tree.titles
+            .insert(tree.next_pid, "slurmstepd: [8.0]".to_owned());
+        tree.mkdir("s5A1M91N6Z6A00/step_batch/user/task_0", Some(2004));
+        tree.mkdir("slurmd", None);
+        let owners = tree.walk();
+        assert_eq!(owners.owner_of(5), Some(2001));
+        assert_eq!(owners.owner_of(6), Some(2002));
+        assert_eq!(owners.owner_of(7), None);
+        assert_eq!(owners.owner_of(8), None);
+        assert_eq!(owners.len(), 2);
+    }
+
+    #[test]
+    fn extern_stepd_titles() {
+        assert_eq!(extern_stepd_job("slurmstepd: [15.extern]      "), Some(15));
+        assert_eq!(extern_stepd_job("slurmstepd: [15.extern]"), Some(15));
+        assert_eq!(extern_stepd_job("slurmstepd: [15.batch]"), None);
+        assert_eq!(extern_stepd_job("slurmstepd: [x.extern]"), None);
+        assert_eq!(extern_stepd_job("sleep 15.extern]"), None);
     }
 
     #[test]

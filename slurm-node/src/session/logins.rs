@@ -40,13 +40,23 @@ pub struct JobLogins {
 /// The logins in `job`'s extern step. `stepd_pid` is the step's
 /// slurmstepd when known; without it, a root process named `slurmstepd`
 /// in the step counts as the stepd.
+///
+/// A process is in the step when its cgroup is `job_<job>/step_extern`,
+/// or, where the job directory has no id in its name (26.05 names it by
+/// SLUID), the same job directory's `step_extern` as the stepd's own.
 pub fn job_logins(table: &[Process], job: u32, stepd_pid: Option<i32>) -> JobLogins {
+    let stepd_job_dir = stepd_pid
+        .and_then(|pid| table.iter().find(|p| p.pid == pid))
+        .and_then(|p| p.job_cgroup.as_ref())
+        .filter(|c| c.step_dir == EXTERN_STEP_DIR && c.job_id.is_none_or(|j| j == job))
+        .map(|c| c.job_dir.as_str());
     let in_step: Vec<&Process> = table
         .iter()
         .filter(|p| {
-            p.job_step
-                .as_ref()
-                .is_some_and(|(j, s)| *j == job && s == EXTERN_STEP_DIR)
+            p.job_cgroup.as_ref().is_some_and(|c| {
+                c.step_dir == EXTERN_STEP_DIR
+                    && (c.job_id == Some(job) || Some(c.job_dir.as_str()) == stepd_job_dir)
+            })
         })
         .collect();
     let is_stepd = |p: &Process| match stepd_pid {
@@ -116,6 +126,7 @@ fn descendants(children: &HashMap<i32, Vec<&Process>>, root: i32) -> Vec<Process
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::JobCgroup;
 
     fn p(pid: i32, ppid: i32, uid: u32, comm: &str, job: Option<u32>) -> Process {
         Process {
@@ -125,7 +136,11 @@ mod tests {
             comm: comm.to_owned(),
             command: comm.to_owned(),
             start_ticks: 0,
-            job_step: job.map(|j| (j, EXTERN_STEP_DIR.to_owned())),
+            job_cgroup: job.map(|j| JobCgroup {
+                job_dir: format!("/system.slice/slurmstepd.scope/job_{j}"),
+                job_id: Some(j),
+                step_dir: EXTERN_STEP_DIR.to_owned(),
+            }),
         }
     }
 
@@ -169,6 +184,40 @@ mod tests {
         assert_eq!(got.logins.len(), 1);
         assert_eq!(got.logins[0].leader.pid, 400);
         assert!(job_logins(&table(), 9, None).logins.is_empty());
+    }
+
+    #[test]
+    fn a_sluid_named_job_is_the_one_its_stepd_is_in() {
+        // Slurm 26.05 on cgroup v2: job directories named by SLUID. Job 7's
+        // stepd (100) is in s7; job 8's login (400) is in s8.
+        let sluid = |name: &str| {
+            Some(JobCgroup {
+                job_dir: format!("/system.slice/slurmstepd.scope/{name}"),
+                job_id: None,
+                step_dir: EXTERN_STEP_DIR.to_owned(),
+            })
+        };
+        let mut t = table();
+        for p in &mut t {
+            if p.job_cgroup.is_some() {
+                let name = if p.pid == 400 { "s8" } else { "s7" };
+                p.job_cgroup = sluid(name);
+            }
+        }
+        let got = job_logins(&t, 7, Some(100));
+        assert_eq!(got.logins.len(), 1);
+        assert_eq!(got.logins[0].leader.pid, 200);
+        let orphans: Vec<i32> = got.unattached.iter().map(|p| p.pid).collect();
+        assert_eq!(orphans, vec![300]);
+        // Without the stepd's pid the directory cannot be tied to job 7.
+        assert!(job_logins(&t, 7, None).logins.is_empty());
+        // A stepd pid that is another job's leaves job 7's logins out.
+        assert!(
+            job_logins(&t, 7, Some(400))
+                .logins
+                .iter()
+                .all(|l| l.leader.pid != 200)
+        );
     }
 
     #[test]

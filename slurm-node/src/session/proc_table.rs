@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::cgroup::CgroupFs;
+use crate::cgroup::{CgroupFs, JobCgroup};
 
 /// The most of `/proc/<pid>/cmdline` (and of `stat`, `cgroup`) read.
 const MAX_FILE_BYTES: u64 = 4096;
@@ -40,9 +40,9 @@ pub struct Process {
     pub command: String,
     /// When the process started, in clock ticks since boot.
     pub start_ticks: u64,
-    /// The Slurm job and step directory (`step_extern`, `step_0`, ...)
-    /// when the process is in one.
-    pub job_step: Option<(u32, String)>,
+    /// The Slurm job directory and step (`step_extern`, `step_0`, ...)
+    /// the process is in, if any.
+    pub job_cgroup: Option<JobCgroup>,
 }
 
 /// The fields of `/proc/<pid>/stat` this module uses.
@@ -180,9 +180,9 @@ fn read_process(dir: &Path, pid: i32) -> Option<Process> {
     if command.is_empty() {
         command = format!("[{}]", stat.comm);
     }
-    let job_step = read_bounded(&dir.join("cgroup"), MAX_FILE_BYTES)
+    let job_cgroup = read_bounded(&dir.join("cgroup"), MAX_FILE_BYTES)
         .ok()
-        .and_then(|text| CgroupFs::job_of_pid_cgroup(&text));
+        .and_then(|text| CgroupFs::job_cgroup_of_pid(&text));
     Some(Process {
         pid,
         ppid: stat.ppid,
@@ -190,7 +190,7 @@ fn read_process(dir: &Path, pid: i32) -> Option<Process> {
         comm: stat.comm,
         command,
         start_ticks: stat.start_ticks,
-        job_step,
+        job_cgroup,
     })
 }
 

@@ -126,6 +126,17 @@ impl StepdClient {
         self.deadline
     }
 
+    /// The pid of the process that listens on the stepd socket, from the
+    /// kernel's record of the connection (SO_PEERCRED), not from anything
+    /// the stepd says. `None` where the kernel has none (a socketpair in
+    /// tests has this process's own).
+    pub fn peer_pid(&self) -> Option<i32> {
+        socket::getsockopt(&self.stream, socket::sockopt::PeerCredentials)
+            .ok()
+            .map(|cred| cred.pid())
+            .filter(|pid| *pid > 0)
+    }
+
     /// Give the remaining requests a different budget, e.g. the adoption
     /// its own after a scan that used a share of the login's.
     pub fn set_deadline(&mut self, deadline: Instant) {
