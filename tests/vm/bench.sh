@@ -19,7 +19,8 @@
 _vm_bench_count() { vm_root "$1" "compgen -G '$VM_SPOOL/slurmvm_*.${2:-4294967292}' | wc -l"; }
 _vm_bench_have() { [[ $(_vm_bench_count "$1") -ge $2 ]]; }
 # Batch steps whose task directory is there.
-_vm_bench_batch_tasks() { vm_root "$1" "compgen -G '/sys/fs/cgroup/system.slice/*slurmstepd.scope/job_*/step_batch/user/task_0' | wc -l"; }
+# Any job directory: job_<id>, or the SLUID 26.05 names it by.
+_vm_bench_batch_tasks() { vm_root "$1" "compgen -G '/sys/fs/cgroup/system.slice/*slurmstepd.scope/*/step_batch/user/task_0' | wc -l"; }
 _vm_bench_have_batch() { [[ $(_vm_bench_batch_tasks "$1") -ge $2 ]]; }
 _vm_field() { sed -n "s/.*$2=\([0-9]*\).*/\1/p" <<<"$1" | head -n1; }
 

@@ -22,7 +22,12 @@ smp=${VM_SMP:-2}
 # kernel (qemu -kernel/-initrd from the copies made below). dbus: Slurm's
 # cgroup/v2 plugin asks systemd for its scope over D-Bus. libpam-systemd:
 # the adopt_in=session scenario keeps pam_systemd in the stack.
-packages=systemd,systemd-sysv,dbus,udev,kmod,iproute2,procps,psmisc,netbase,linux-image-amd64,initramfs-tools
+# sid's kernel takes dracut as its initramfs builder (debootstrap picks it
+# for the kernel's first alternative, and it conflicts with
+# initramfs-tools), so there the include names dracut instead.
+initramfs=initramfs-tools
+[[ $suite != sid ]] || initramfs=dracut
+packages=systemd,systemd-sysv,dbus,udev,kmod,iproute2,procps,psmisc,netbase,linux-image-amd64,$initramfs
 packages+=,libpam-systemd,openssh-server,openssh-client,slurmd,slurmctld,slurm-client,munge,libpam-slurm-adopt
 
 die() { echo "build-image.sh: error: $*" >&2; exit 1; }
@@ -47,6 +52,13 @@ install -d "$root/usr/sbin" "$work/ssh"
 # before debootstrap so it is there for the first postinst.
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
+# dracut in a chroot would size its image to the build host's devices
+# (hostonly); the guest's are qemu's virtio ones. Written before the
+# kernel's postinst builds the image.
+if [[ $initramfs == dracut ]]; then
+    install -d "$root/etc/dracut.conf.d"
+    printf 'hostonly="no"\nadd_drivers+=" virtio_blk virtio_pci virtio_net ext4 "\n' >"$root/etc/dracut.conf.d/50-slurm-adopt-vm.conf"
+fi
 
 t0=$SECONDS
 say "debootstrap $suite (minbase + Slurm, sshd, kernel) from $mirror"

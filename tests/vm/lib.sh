@@ -9,7 +9,8 @@ VM_REPO=$(cd "$VM_DIR/../.." && pwd)
 VM_CACHE=${ADOPT_VM_CACHE:-$VM_REPO/target/vm}
 # Every version the tier can build; the test command runs VM_DEFAULT_VERSIONS
 # (the --selinux variant runs 22.05 only: refpolicy is bookworm's).
-VM_VERSIONS=(22.05 24.11)
+VM_VERSIONS=(22.05 24.11 26.05)
+# 26.05 (sid) runs by --version 26.05; not yet in the test command.
 VM_DEFAULT_VERSIONS=(22.05 24.11)
 VM_MIRROR=${ADOPT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # -smp and the guest's slurm.conf CPUs= must agree, or slurmd registers
@@ -25,6 +26,7 @@ vm_suite() {
     case $1 in
         22.05) echo bookworm ;;
         24.11) echo trixie ;;
+        26.05) echo sid ;;
         *) vm_die "unknown Slurm version '$1' (one of: ${VM_VERSIONS[*]})" ;;
     esac
 }

@@ -182,7 +182,8 @@ vm_decision() { # VER MARK [USER] [PHASE]
 # vm_login VER [--job J] [--user U] [--as-root]: one ssh login to
 # 127.0.0.1 in the guest running `cat /proc/self/cgroup`; prints the
 # client's output and, last, "rc=N". With --job the ssh client runs as a
-# task of job J.
+# task of job J. A 26.05 SLUID job directory reads as job_<id>
+# (guest/vm-job-cgroup).
 vm_login_raw() {
     local ver=$1 job="" u=$VM_USER cmd
     shift
@@ -195,7 +196,7 @@ vm_login_raw() {
     done
     cmd="ssh -o LogLevel=INFO 127.0.0.1 cat /proc/self/cgroup"
     [[ -z $job ]] || cmd="srun --jobid=$job --overlap -N1 -n1 --quiet $cmd"
-    vm_root "$ver" "cd /tmp && timeout 60 runuser -u $u -- $cmd 2>&1 </dev/null; echo rc=\$?"
+    vm_root "$ver" "cd /tmp && { timeout 60 runuser -u $u -- $cmd 2>&1 </dev/null; echo rc=\$?; } | vm-job-cgroup"
 }
 # _vm_where OUT J K: what a login's output says, as a table cell:
 # "job J" (in J's step_extern/user/task_special), "job J <other leaf>",
@@ -292,7 +293,7 @@ vm_scenarios() {
     fi
     _row "one_job:_scontrol_listpids_J_has_session" "$got${pid:+ (pid $pid)}"
     _chk "$label: scontrol listpids $j lists the session's sleep (pid ${pid:-none})" _vm_eq "$got" listed
-    got=$(vm_root "$ver" "cat /proc/${pid:-0}/cgroup 2>/dev/null" | sed -n 's/^0:://p')
+    got=$(vm_root "$ver" "vm-job-cgroup </proc/${pid:-0}/cgroup 2>/dev/null" | sed -n 's/^0:://p')
     _chk "$label: the session's sleep is in job $j's step_extern/user/task_special ($got)" \
         bash -c "[[ '$got' == */job_$j/step_extern/user/task_special ]]"
 
@@ -450,7 +451,7 @@ vm_scenarios() {
         d=$(vm_decision "$ver" "$mark" "$VM_USER" session)
         echo "       session-phase decision line: ${d:-none}"
         vm_check "$label: pam_systemd kept: logind opened a session for the login" \
-            bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm \"journalctl -q -o cat --after-cursor='$mark'\" | grep -Eq 'New session [0-9a-z]+ of user $VM_USER'"
+            bash -c "ssh -F '$(vm_run_dir "$ver")/ssh_config' vm \"journalctl -q -o cat --after-cursor='$mark'\" | grep -Eq \"New session '?[0-9a-z]+'? of user '?$VM_USER\\\\b\""
         vm_check "$label: pam_systemd kept: the session phase adopted into job $j" _vm_eq "$(cut -d' ' -f1,2 <<<"$d")" "adopt $j"
         # The same without adopt_in=session: logind takes the login out of
         # the job, and its close line still names the job the account

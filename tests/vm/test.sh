@@ -29,7 +29,7 @@ source "$here/selinux.sh"
 versions=() keep=no
 while (($#)); do
     case $1 in
-        --version) versions+=("${2:?--version needs 22.05 or 24.11}"); shift 2 ;;
+        --version) versions+=("${2:?--version needs 22.05, 24.11 or 26.05}"); shift 2 ;;
         --keep) keep=yes; shift ;;
         --selinux) VM_SELINUX=1; shift ;;
         -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
@@ -95,9 +95,9 @@ boot() { vm_boot "$1" && vm_wait_ssh "$1" 300; }
 setup() {
     local ver=$1 out
     VM_DEB=$(cat "$VM_CACHE/deb-path")
-    vm_put "$ver" "$VM_DEB" "$VM_DIR/guest/vm-pam" "$VM_REPO/target/release/pam-probe" /tmp/ ||
+    vm_put "$ver" "$VM_DEB" "$VM_DIR/guest/vm-pam" "$VM_DIR/guest/vm-job-cgroup" "$VM_REPO/target/release/pam-probe" /tmp/ ||
         vm_die "copying the .deb and helpers into the guest failed"
-    vm_root "$ver" "install -m 0755 /tmp/vm-pam /usr/local/sbin/vm-pam && install -m 0755 /tmp/pam-probe /usr/local/bin/pam-probe &&
+    vm_root "$ver" "install -m 0755 /tmp/vm-pam /usr/local/sbin/vm-pam && install -m 0755 /tmp/vm-job-cgroup /usr/local/bin/vm-job-cgroup && install -m 0755 /tmp/pam-probe /usr/local/bin/pam-probe &&
         dpkg -i /tmp/$(basename "$VM_DEB") >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; exit 1; }" ||
         vm_die "dpkg -i $(basename "$VM_DEB") failed in the guest (output above)"
     vm_wait_slurm "$ver" 180 || vm_die "Slurm did not come up in the guest"
@@ -123,10 +123,14 @@ v2_checks() {
 show_layout() {
     local ver=$1 j dir out
     j=$(vm_submit "$ver") && vm_wait_job "$ver" "$j" || { vm_fail "layout: job did not start"; return 0; }
-    vm_root "$ver" "find /sys/fs/cgroup -type d -path '*job_$j*' | sed 's|^/sys/fs/cgroup||' | sort | sed 's/^/       /'"
-    dir=$(vm_root "$ver" "find /sys/fs/cgroup -type d -name job_$j | head -n1")
-    vm_check "cgroup/v2 plugin: job $j has step_extern/user/task_special under a slurmstepd scope (${dir#/sys/fs/cgroup})" \
-        bash -c "[[ '$dir' =~ /(slurmvm_)?slurmstepd\.scope/job_$j\$ ]] && ssh -F '$(vm_run_dir "$ver")/ssh_config' vm test -d '$dir/step_extern/user/task_special'"
+    # Found through the job's extern stepd: 26.05 names the directory by
+    # the job's SLUID, not job_<id>.
+    dir=$(vm_root "$ver" "vm-job-cgroup --dir $j")
+    vm_root "$ver" "find '$dir' -type d | sed 's|^/sys/fs/cgroup||' | sort | sed 's/^/       /'"
+    # 26.05 makes step_extern/user/task_special only with the first pid
+    # given to the extern step; earlier versions make it with the step.
+    vm_check "cgroup/v2 plugin: job $j has step_extern/user under a slurmstepd scope (${dir#/sys/fs/cgroup})" \
+        bash -c "[[ '$dir' =~ /(slurmvm_)?slurmstepd\.scope/(job_$j|s[0-9A-Z]+)\$ ]] && ssh -F '$(vm_run_dir "$ver")/ssh_config' vm test -d '$dir/step_extern/user'"
     out=$(vm_root "$ver" "cat $dir/memory.max $dir/cpuset.cpus.effective | tr '\n' ' '")
     vm_check "v2 controllers enforce job $j's limits: memory.max 128 MiB (DefMemPerCPU), one CPU in cpuset ($out)" \
         bash -c "[[ '$out' =~ ^134217728\ [0-9]+\ \$ ]]"
