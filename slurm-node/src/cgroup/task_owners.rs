@@ -180,6 +180,20 @@ impl ScopeReader for OpenScopes {
     }
 }
 
+/// Whether a scope entry is named like a 26.05 SLUID job directory (`s`
+/// and 13 upper-case letters or digits). Only those are looked into: the
+/// scope's other entries (`slurmd`, `system`, the cgroup interface files)
+/// are never even stat'ed, which under SELinux sshd_t may not do for
+/// cgroup files.
+fn looks_like_sluid(name: &[u8]) -> bool {
+    name.len() == 14
+        && name.first() == Some(&b's')
+        && name
+            .iter()
+            .skip(1)
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+}
+
 /// The job id in an extern stepd's process title,
 /// `slurmstepd: [<job>.extern]`.
 fn extern_stepd_job(title: &str) -> Option<u32> {
@@ -285,7 +299,11 @@ fn walk_scopes(reader: &dyn ScopeReader, trusted: u32) -> TaskOwners {
             // 26.05 names job directories by SLUID: the id is then the
             // extern stepd's to tell. The scope's other entries (`slurmd`,
             // `system`, cgroup files) have no stepd and are passed over.
-            let Some(job_id) = by_name.or_else(|| job.stepd_job_id()) else {
+            let Some(job_id) = by_name.or_else(|| {
+                looks_like_sluid(job.dir.as_os_str().as_encoded_bytes())
+                    .then(|| job.stepd_job_id())
+                    .flatten()
+            }) else {
                 continue;
             };
             let here = match job.batch_task_owner() {
@@ -620,6 +638,21 @@ mod tests {
         assert_eq!(owners.owner_of(7), None);
         assert_eq!(owners.owner_of(8), None);
         assert_eq!(owners.len(), 2);
+    }
+
+    #[test]
+    fn only_sluid_shaped_names_are_looked_into() {
+        assert!(looks_like_sluid(b"s5A1M91N63DM00"));
+        for name in [
+            &b"slurmd"[..],
+            b"system",
+            b"cgroup.procs",
+            b"s5A1M91N63DM0",
+            b"s5a1m91n63dm00",
+            b"x5A1M91N63DM00",
+        ] {
+            assert!(!looks_like_sluid(name), "{name:?}");
+        }
     }
 
     #[test]
