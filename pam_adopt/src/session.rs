@@ -67,11 +67,12 @@ fn log_session_closed(pam: &Pam<'_>, opts: &Options, uid: u32) {
         return;
     }
     let proc_root = Path::new("/proc");
+    let recorded = pam.adopted_job();
     let in_cgroup = adopted_job(
         &fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
-        pam.adopted_job(),
+        recorded,
     );
-    let Some(job) = pam.adopted_job().or(in_cgroup) else {
+    let Some(job) = recorded.or(in_cgroup) else {
         return;
     };
     let in_job = if in_cgroup == Some(job) { "yes" } else { "no" };

@@ -145,13 +145,8 @@ impl ScopeReader for OpenScopes {
         let Some(fd) = self.fds.get(scope) else {
             return Vec::new();
         };
-        // cgroup.procs is a kernfs file: a read never blocks on a peer.
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-        let Ok(file) = fcntl::openat(fd, &rel.join("cgroup.procs"), flags, Mode::empty()) else {
-            return Vec::new();
-        };
         let mut buf = [0u8; PROCS_READ];
-        let Ok(n) = nix::unistd::read(&file, &mut buf) else {
+        let Some(n) = read_start(fd, &rel.join("cgroup.procs"), &mut buf) else {
             return Vec::new();
         };
         pids_in(buf.get(..n).unwrap_or_default(), n < PROCS_READ)
@@ -166,11 +161,9 @@ impl ScopeReader for OpenScopes {
 
     fn proc_title(&self, pid: u32) -> Option<String> {
         let fd = self.proc_fd.as_ref()?;
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let rel = PathBuf::from(pid.to_string()).join("cmdline");
-        let file = fcntl::openat(fd, &rel, flags, Mode::empty()).ok()?;
         let mut buf = [0u8; TITLE_READ];
-        let n = nix::unistd::read(&file, &mut buf).ok()?;
+        let rel = PathBuf::from(pid.to_string()).join("cmdline");
+        let n = read_start(fd, &rel, &mut buf)?;
         let title: Vec<u8> = buf
             .get(..n)?
             .iter()
@@ -178,6 +171,15 @@ impl ScopeReader for OpenScopes {
             .collect();
         String::from_utf8(title).ok()
     }
+}
+
+/// One read of the start of `rel` below directory `dir` into `buf`: the
+/// byte count. Both files read here (`cgroup.procs`, `/proc/<pid>/cmdline`)
+/// are the kernel's, so with O_NONBLOCK a read never waits on a peer.
+fn read_start(dir: &OwnedFd, rel: &Path, buf: &mut [u8]) -> Option<usize> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let file = fcntl::openat(dir, rel, flags, Mode::empty()).ok()?;
+    nix::unistd::read(&file, buf).ok()
 }
 
 /// Whether a scope entry is named like a 26.05 SLUID job directory (`s`
